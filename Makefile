@@ -1,0 +1,50 @@
+# The README's commands. Everything runs from a virtualenv this Makefile makes.
+#   make demo   serve testproject on http://127.0.0.1:8000 (private redis-server unless REDIS_URL is set)
+#   make test   lint + type-check + the whole test suite
+#   make bench  compare session_ng with Django's session engines on one private redis-server
+#   make docs   build the Sphinx docs, warnings as errors
+PYTHON ?= python3
+VENV ?= .venv
+# Django line to test against; CI sets Django>=6,<7 for Python 3.12+.
+DJANGO ?= Django>=5.2,<5.3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: install test lint typecheck pytest docs bench demo clean
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev,channels,hiredis]" "$(DJANGO)"
+	@touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# django-stubs follows Django's version numbers: install the one matching $(DJANGO).
+typecheck: $(STAMP)
+	@$(BIN)/python -c "import django, sys; sys.exit(0 if django.VERSION[:2] == (5, 2) else 1)" \
+	  && $(BIN)/python -m pip install --quiet "django-stubs>=5.2,<5.3" \
+	  || $(BIN)/python -m pip install --quiet "django-stubs>=6.0,<7"
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -b html -q docs docs/_build/html
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+demo: $(STAMP)
+	$(BIN)/python -m testproject.demo_server
+
+clean:
+	rm -rf $(VENV) .cache docs/_build

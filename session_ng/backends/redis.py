@@ -1,0 +1,364 @@
+"""``SESSION_ENGINE = "session_ng.backends.redis"``.
+
+Django's ``SessionBase`` contract on top of ``session_ng.repository``: one
+round trip to load (and slide the idle timer), at most one to save (only the
+attributes whose serialized value changed), none when nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+from typing import Any
+
+from django.contrib.sessions.backends.base import (
+    VALID_KEY_CHARS,
+    CreateError,
+    SessionBase,
+    UpdateError,
+)
+from django.utils import timezone
+from django.utils.crypto import get_random_string
+
+from session_ng import repository
+from session_ng.conf import conf
+from session_ng.keys import is_valid_session_key
+from session_ng.repository import Corrupt, Record, SavePlan
+
+security_logger = logging.getLogger("django.security.SuspiciousSession")
+
+# Where Django keeps a custom expiry and the logged-in user inside the session.
+EXPIRY_KEY = "_session_expiry"
+USER_KEY = "_auth_user_id"
+
+# A negative ``set_expiry()`` value makes a session that never expires on the
+# server. Browsers cap a cookie's life at 400 days, so that is what the cookie
+# is given (and renewed with) instead of a negative age that would delete it.
+NEVER_EXPIRES_COOKIE_AGE = 400 * 24 * 3600
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode("latin-1") if isinstance(value, str) else value
+
+
+class SessionStore(SessionBase):
+    def __init__(self, session_key: str | None = None) -> None:
+        super().__init__(session_key)
+        # What Redis held for this key at load or after our last save: the
+        # baseline that the per-attribute delta is computed against.
+        self._record: Record | None = None
+
+    # --- keys ----------------------------------------------------------------
+
+    def _validate_session_key(self, key: Any) -> bool:
+        # Stricter than Django's "8 characters or more": only what
+        # _get_new_session_key makes may become part of a Redis key name.
+        return is_valid_session_key(key)
+
+    def _get_new_session_key(self) -> str:
+        # No EXISTS round trip: save(must_create=True) refuses a taken key
+        # atomically, and create() then draws another.
+        return get_random_string(32, VALID_KEY_CHARS)
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
+
+    # --- load ----------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        key = self.session_key
+        if key is None:
+            return {}
+        loaded = repository.run(
+            repository.load(conf.namespace, key, now_ms(), conf.refresh_on_access)
+        )
+        return self._accept(loaded)
+
+    async def aload(self) -> dict[str, Any]:
+        key = self.session_key
+        if key is None:
+            return {}
+        loaded = await repository.arun(
+            repository.load(conf.namespace, key, now_ms(), conf.refresh_on_access)
+        )
+        return self._accept(loaded)
+
+    def _accept(self, loaded: Record | Corrupt | None) -> dict[str, Any]:
+        if not isinstance(loaded, Record):
+            # Unknown, expired or unreadable: a new session, under a new key.
+            self._session_key = None
+            self._record = None
+            return {}
+        serializer = self.serializer()
+        data: dict[str, Any] = {}
+        good: dict[str, bytes] = {}
+        for name, raw in loaded.attributes.items():
+            try:
+                data[name] = serializer.loads(raw)
+            except Exception:
+                # Dropped from this request only: the stored field is left as
+                # it is (a later save writes it only if the view sets it).
+                security_logger.warning(
+                    "Session data corrupted: attribute %r of session %s could not be decoded",
+                    name,
+                    loaded.session_key[:6] + "…",
+                )
+                continue
+            good[name] = raw
+        loaded.attributes = good
+        self._record = loaded
+        return data
+
+    # --- exists / create / save ----------------------------------------------
+
+    def exists(self, session_key: str | None) -> bool:
+        if not is_valid_session_key(session_key):
+            return False
+        assert session_key is not None
+        return repository.run(repository.exists(conf.namespace, session_key))
+
+    async def aexists(self, session_key: str | None) -> bool:
+        if not is_valid_session_key(session_key):
+            return False
+        assert session_key is not None
+        return await repository.arun(repository.exists(conf.namespace, session_key))
+
+    def create(self) -> None:
+        while True:
+            self._session_key = self._get_new_session_key()
+            try:
+                self.save(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+
+    async def acreate(self) -> None:
+        while True:
+            self._session_key = await self._aget_new_session_key()
+            try:
+                await self.asave(must_create=True)
+            except CreateError:
+                continue
+            self.modified = True
+            return
+
+    def save(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return self.create()
+        data = self._get_session(no_load=must_create)
+        if self.session_key is None:  # the load found nothing
+            return self.create()
+        plan = self._plan(data, must_create)
+        if plan is not None:
+            self._finish(plan, repository.run(repository.save(conf.namespace, plan)))
+
+    async def asave(self, must_create: bool = False) -> None:
+        if self.session_key is None:
+            return await self.acreate()
+        data = await self._aget_session(no_load=must_create)
+        if self.session_key is None:
+            return await self.acreate()
+        plan = self._plan(data, must_create)
+        if plan is not None:
+            self._finish(plan, await repository.arun(repository.save(conf.namespace, plan)))
+
+    def _plan(
+        self, data: dict[str, Any], create: bool, replaces: Record | None = None
+    ) -> SavePlan | None:
+        """What a save must write, or None when it would change nothing."""
+        assert self.session_key is not None
+        serializer = self.serializer()
+        current = {name: _as_bytes(serializer.dumps(value)) for name, value in data.items()}
+        baseline = None if create else self._record
+        if baseline is None:
+            to_set, to_delete = current, []
+        else:
+            to_set = {n: v for n, v in current.items() if baseline.attributes.get(n) != v}
+            to_delete = [n for n in baseline.attributes if n not in current]
+        now = now_ms()
+        max_inactive, expires_at = self._expiry_fields(data)
+        user = data.get(USER_KEY)
+        user = None if user is None else str(user)
+        old = baseline or replaces
+        if (
+            baseline is not None
+            and not to_set
+            and not to_delete
+            and (max_inactive, expires_at) == (baseline.max_inactive, baseline.expires_at)
+            and conf.refresh_on_access
+        ):
+            # Nothing to write, and the load already slid the idle timer.
+            return None
+        if expires_at is not None:
+            bucket: int | None = repository.bucket_minute(expires_at)
+        elif max_inactive >= 0:
+            bucket = repository.bucket_minute(now + max_inactive * 1000)
+        else:
+            bucket = None
+        return SavePlan(
+            session_key=self.session_key,
+            create=create,
+            now=now,
+            max_inactive=max_inactive,
+            expires_at=expires_at,
+            to_set=to_set,
+            to_delete=to_delete,
+            created=replaces.created if replaces is not None else None,
+            bucket=bucket,
+            old_bucket=old.bucket if old is not None else None,
+            user=user,
+            old_user=old.user if old is not None else None,
+            user_changed=user != (old.user if old is not None else None) or create,
+            replaces=replaces.session_key if replaces is not None else None,
+        )
+
+    def _finish(self, plan: SavePlan, status: str) -> None:
+        if status == "exists":
+            raise CreateError
+        if status == "gone":
+            self._record = None
+            raise UpdateError
+        record = self._record if not plan.create and self._record is not None else None
+        if record is None:
+            record = Record(
+                session_key=plan.session_key,
+                created=plan.created if plan.created is not None else plan.now,
+                accessed=plan.now,
+                max_inactive=plan.max_inactive,
+            )
+        record.accessed = plan.now
+        record.max_inactive = plan.max_inactive
+        record.expires_at = plan.expires_at
+        record.user = plan.user
+        record.bucket = plan.bucket
+        record.attributes = {**record.attributes, **plan.to_set}
+        for name in plan.to_delete:
+            record.attributes.pop(name, None)
+        self._record = record
+
+    def _expiry_fields(self, data: dict[str, Any]) -> tuple[int, int | None]:
+        """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""
+        expiry = data.get(EXPIRY_KEY)
+        if isinstance(expiry, str):
+            try:
+                when = datetime.fromisoformat(expiry)
+            except ValueError:
+                when = None
+            if when is not None:
+                if timezone.is_naive(when):
+                    when = timezone.make_aware(when, timezone.get_default_timezone())
+                return self.get_session_cookie_age(), math.floor(when.timestamp() * 1000)
+        elif isinstance(expiry, int | float) and not isinstance(expiry, bool) and expiry:
+            return (-1 if expiry < 0 else math.ceil(expiry)), None
+        return self.get_session_cookie_age(), None
+
+    # --- rotation ------------------------------------------------------------
+
+    def cycle_key(self) -> None:
+        data = self._session
+        old = self._record if self.session_key is not None else None
+        if old is None:
+            return super().cycle_key()
+        while True:
+            self._session_key = self._get_new_session_key()
+            plan = self._plan(data, create=True, replaces=old)
+            assert plan is not None
+            try:
+                self._finish(plan, repository.run(repository.save(conf.namespace, plan)))
+            except CreateError:
+                continue
+            break
+        self.modified = True
+
+    async def acycle_key(self) -> None:
+        data = await self._aget_session()
+        old = self._record if self.session_key is not None else None
+        if old is None:
+            await self.acreate()
+            self._session_cache = data
+            return
+        while True:
+            self._session_key = await self._aget_new_session_key()
+            plan = self._plan(data, create=True, replaces=old)
+            assert plan is not None
+            try:
+                status = await repository.arun(repository.save(conf.namespace, plan))
+                self._finish(plan, status)
+            except CreateError:
+                continue
+            break
+        self.modified = True
+
+    # --- delete --------------------------------------------------------------
+
+    def _delete_target(self, session_key: str | None) -> tuple[str, str | None] | None:
+        if session_key is None:
+            session_key = self.session_key
+        if not is_valid_session_key(session_key):
+            return None
+        assert session_key is not None
+        own = self._record is not None and session_key == self.session_key
+        return session_key, (self._record.user if own and self._record else None)
+
+    def delete(self, session_key: str | None = None) -> None:
+        target = self._delete_target(session_key)
+        if target is None:
+            return
+        repository.run(repository.delete(conf.namespace, *target))
+        if target[0] == self.session_key:
+            self._record = None
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        target = self._delete_target(session_key)
+        if target is None:
+            return
+        await repository.arun(repository.delete(conf.namespace, *target))
+        if target[0] == self.session_key:
+            self._record = None
+
+    # --- expiry of sessions that never expire --------------------------------
+
+    @staticmethod
+    def _never_expires(expiry: Any) -> bool:
+        return isinstance(expiry, int | float) and not isinstance(expiry, bool) and expiry < 0
+
+    def get_expiry_age(self, **kwargs: Any) -> int:
+        expiry = kwargs["expiry"] if "expiry" in kwargs else self.get(EXPIRY_KEY)
+        if self._never_expires(expiry):
+            return NEVER_EXPIRES_COOKIE_AGE
+        return int(super().get_expiry_age(**kwargs))
+
+    async def aget_expiry_age(self, **kwargs: Any) -> int:
+        expiry = kwargs["expiry"] if "expiry" in kwargs else await self.aget(EXPIRY_KEY)
+        if self._never_expires(expiry):
+            return NEVER_EXPIRES_COOKIE_AGE
+        return int(await super().aget_expiry_age(**kwargs))
+
+    def get_expiry_date(self, **kwargs: Any) -> datetime:
+        expiry = kwargs["expiry"] if "expiry" in kwargs else self.get(EXPIRY_KEY)
+        if self._never_expires(expiry):
+            kwargs["expiry"] = NEVER_EXPIRES_COOKIE_AGE
+        return super().get_expiry_date(**kwargs)
+
+    async def aget_expiry_date(self, **kwargs: Any) -> datetime:
+        expiry = kwargs["expiry"] if "expiry" in kwargs else await self.aget(EXPIRY_KEY)
+        if self._never_expires(expiry):
+            kwargs["expiry"] = NEVER_EXPIRES_COOKIE_AGE
+        return await super().aget_expiry_date(**kwargs)
+
+    # --- housekeeping --------------------------------------------------------
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        repository.run(repository.sweep(conf.namespace, now_ms()))
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        await repository.arun(repository.sweep(conf.namespace, now_ms()))

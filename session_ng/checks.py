@@ -1,0 +1,29 @@
+"""System checks: settings problems from ``conf.problems()``, with their ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
+
+from session_ng.conf import conf
+
+ENGINE = "session_ng.backends.redis"
+DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    messages: list[CheckMessage] = [
+        Error(p.msg, hint=p.hint or None, id=p.id) for p in conf.problems()
+    ]
+    if settings.SESSION_ENGINE != ENGINE:
+        messages.append(
+            Warning(
+                f"session_ng is installed but SESSION_ENGINE is {settings.SESSION_ENGINE!r}.",
+                hint=f"Set SESSION_ENGINE = {ENGINE!r}.",
+                id="session_ng.W001",
+            )
+        )
+    return messages

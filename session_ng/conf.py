@@ -1,0 +1,158 @@
+"""The one settings object: ``SESSION_NG`` with its defaults, read live.
+
+Every read goes back to ``django.conf.settings`` so that ``override_settings``
+works in tests. ``problems()`` lists what is wrong; ``checks.py`` turns that list
+into system-check messages, and the connection code raises it as
+``ImproperlyConfigured`` when it is asked to connect with bad settings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    "REDIS_URL": None,
+    "CACHE_ALIAS": None,
+    "CLUSTER": False,
+    "NAMESPACE": "session_ng",
+    "REFRESH_ON_ACCESS": True,
+    "ID_RESOLVERS": ["cookie"],
+    "HEADER_NAME": "X-Auth-Token",
+    "ALIAS_PARAM": "_s",
+    "MAX_ALIASES": 10,
+    "CONFIGURE_KEYSPACE_NOTIFICATIONS": True,
+    "WEBSOCKET_CLOSE_CODE": 1008,
+    # Seconds a Redis call may take before the store reports Redis as unavailable.
+    "SOCKET_TIMEOUT": 5.0,
+}
+
+# A namespace ends up at the front of every key name; keep it boring so that it
+# can never contain a hash tag or a glob character.
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+KNOWN_RESOLVERS = ("cookie", "header")
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    msg: str
+    hint: str = ""
+
+
+class Settings:
+    """Attribute access to ``SESSION_NG`` merged over ``DEFAULTS``."""
+
+    def _raw(self) -> dict[str, Any]:
+        value = getattr(django_settings, "SESSION_NG", {})
+        return value if isinstance(value, dict) else {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"SESSION_NG has no setting {name!r}")
+        return self._raw().get(name, DEFAULTS[name])
+
+    # Typed accessors for the settings the engine reads on every request.
+    @property
+    def namespace(self) -> str:
+        return str(self.NAMESPACE)
+
+    @property
+    def refresh_on_access(self) -> bool:
+        return bool(self.REFRESH_ON_ACCESS)
+
+    def problems(self) -> list[Problem]:
+        found: list[Problem] = []
+        raw = getattr(django_settings, "SESSION_NG", {})
+        if not isinstance(raw, dict):
+            return [Problem("session_ng.E001", "SESSION_NG must be a dict.")]
+        unknown = sorted(set(raw) - set(DEFAULTS))
+        if unknown:
+            found.append(
+                Problem(
+                    "session_ng.E002",
+                    f"SESSION_NG has unknown keys: {', '.join(unknown)}.",
+                    f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+                )
+            )
+        url, alias = self.REDIS_URL, self.CACHE_ALIAS
+        if bool(url) == bool(alias):
+            found.append(
+                Problem(
+                    "session_ng.E003",
+                    "Set exactly one of SESSION_NG['REDIS_URL'] and SESSION_NG['CACHE_ALIAS'].",
+                    "For example SESSION_NG = {'REDIS_URL': 'redis://127.0.0.1:6379/0'}.",
+                )
+            )
+        if url and (not isinstance(url, str) or not url.startswith(REDIS_URL_SCHEMES)):
+            found.append(
+                Problem(
+                    "session_ng.E004",
+                    f"SESSION_NG['REDIS_URL'] must be a redis://, rediss:// or unix:// URL, "
+                    f"not {url!r}.",
+                )
+            )
+        if alias:
+            caches = getattr(django_settings, "CACHES", {})
+            backend = str(caches.get(alias, {}).get("BACKEND", "")) if isinstance(alias, str) else ""
+            if not isinstance(alias, str) or alias not in caches:
+                found.append(
+                    Problem("session_ng.E005", f"SESSION_NG['CACHE_ALIAS'] {alias!r} is not in CACHES.")
+                )
+            elif not backend.startswith("django_redis."):
+                found.append(
+                    Problem(
+                        "session_ng.E006",
+                        f"CACHES[{alias!r}] must use django-redis (django_redis.cache.RedisCache), "
+                        f"not {backend!r}.",
+                        "session_ng reuses that cache's connection pool; Django's own "
+                        "RedisCache does not expose one.",
+                    )
+                )
+        if not isinstance(self.NAMESPACE, str) or not NAMESPACE_RE.fullmatch(self.NAMESPACE):
+            found.append(
+                Problem(
+                    "session_ng.E007",
+                    f"SESSION_NG['NAMESPACE'] must match {NAMESPACE_RE.pattern}, "
+                    f"not {self.NAMESPACE!r}.",
+                )
+            )
+        resolvers = self.ID_RESOLVERS
+        if (
+            not isinstance(resolvers, list | tuple)
+            or not resolvers
+            or any(r not in KNOWN_RESOLVERS for r in resolvers)
+            or len(set(resolvers)) != len(resolvers)
+        ):
+            found.append(
+                Problem(
+                    "session_ng.E008",
+                    f"SESSION_NG['ID_RESOLVERS'] must be a non-empty list of distinct values "
+                    f"from {KNOWN_RESOLVERS}, not {resolvers!r}.",
+                )
+            )
+        max_aliases = self.MAX_ALIASES
+        if not isinstance(max_aliases, int) or isinstance(max_aliases, bool) or max_aliases < 1:
+            found.append(
+                Problem("session_ng.E009", "SESSION_NG['MAX_ALIASES'] must be a positive integer.")
+            )
+        timeout = self.SOCKET_TIMEOUT
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+            found.append(
+                Problem("session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number.")
+            )
+        if self.CLUSTER and alias:
+            found.append(
+                Problem(
+                    "session_ng.E011",
+                    "SESSION_NG['CLUSTER'] needs REDIS_URL; django-redis has no cluster client.",
+                )
+            )
+        return found
+
+
+conf = Settings()

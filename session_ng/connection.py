@@ -1,0 +1,201 @@
+"""Sync and async Redis clients built from ``SESSION_NG``.
+
+``REDIS_URL`` (optionally a Cluster node with ``CLUSTER``) or ``CACHE_ALIAS``, a
+django-redis cache whose connection pool, password and Sentinel settings are
+reused. Clients are cached per configuration, so ``override_settings`` gets a
+new one; async clients are cached per event loop as well, because a
+``redis.asyncio`` connection belongs to the loop that opened it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import AsyncGenerator
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import redis
+import redis.asyncio
+from django.conf import settings as django_settings
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from session_ng.conf import conf
+from session_ng.exceptions import SessionNgImproperlyConfigured
+
+# A broken pooled connection (Redis restarted, failover) is retried once,
+# quickly; anything longer is an outage and is reported as one.
+RETRY_ATTEMPTS = 1
+
+SyncClient = redis.Redis
+AsyncClient = redis.asyncio.Redis
+
+_lock = threading.Lock()
+_sync_clients: dict[tuple[Any, ...], Any] = {}
+
+
+def _config_key() -> tuple[Any, ...]:
+    alias = conf.CACHE_ALIAS
+    cache_conf = repr(django_settings.CACHES.get(alias)) if alias else None
+    return (conf.REDIS_URL, alias, cache_conf, bool(conf.CLUSTER), conf.SOCKET_TIMEOUT)
+
+
+def _check_settings() -> None:
+    problems = [p for p in conf.problems() if p.id.startswith("session_ng.E")]
+    if problems:
+        raise SessionNgImproperlyConfigured(" ".join(p.msg for p in problems))
+
+
+def _retry(sync: bool) -> Any:
+    backoff = ExponentialBackoff(cap=0.05, base=0.01)
+    if sync:
+        return Retry(backoff, RETRY_ATTEMPTS)
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    return AsyncRetry(backoff, RETRY_ATTEMPTS)
+
+
+def _url_options(sync: bool) -> dict[str, Any]:
+    timeout = float(conf.SOCKET_TIMEOUT)
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": _retry(sync),
+    }
+
+
+def get_client() -> Any:
+    """The sync client (``redis.Redis`` or ``redis.cluster.RedisCluster``)."""
+    key = _config_key()
+    client = _sync_clients.get(key)
+    if client is not None:
+        return client
+    if key[1] is not None:
+        # Not cached: django-redis keeps its own pool and client per cache, and
+        # re-reading it keeps CACHES overrides in tests working.
+        return _cache_alias_client(str(key[1]))
+    with _lock:
+        client = _sync_clients.get(key)
+        if client is None:
+            _check_settings()
+            url = str(conf.REDIS_URL)
+            if conf.CLUSTER:
+                from redis.cluster import RedisCluster
+
+                client = RedisCluster.from_url(url, **_url_options(sync=True))
+            else:
+                client = redis.Redis.from_url(url, **_url_options(sync=True))
+            _sync_clients[key] = client
+    return client
+
+
+def _cache_alias_client(alias: str) -> Any:
+    _check_settings()
+    from django_redis import get_redis_connection
+
+    return get_redis_connection(alias, write=True)
+
+
+class _LoopClients:
+    """The async clients of one event loop, closed when that loop shuts down.
+
+    ``asyncio.run()`` and asgiref's ``async_to_sync`` call
+    ``loop.shutdown_asyncgens()`` before closing a loop. An async generator
+    started in the loop is finalized there, and its ``finally`` closes the
+    clients, so a short-lived loop leaves no open sockets behind.
+    """
+
+    def __init__(self) -> None:
+        self.clients: dict[tuple[Any, ...], Any] = {}
+        self.closer: AsyncGenerator[None, None] | None = None
+
+    async def _close_at_shutdown(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            clients = list(self.clients.values())
+            self.clients.clear()
+            for client in clients:
+                await client.aclose()
+
+
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def get_async_client() -> Any:
+    """The ``redis.asyncio`` client for the running event loop."""
+    loop = asyncio.get_running_loop()
+    holder = _async_clients.get(loop)
+    if holder is None:
+        holder = _async_clients[loop] = _LoopClients()
+        holder.closer = holder._close_at_shutdown()
+        await holder.closer.__anext__()  # registers it with the loop
+    key = _config_key()
+    client = holder.clients.get(key)
+    if client is None:
+        _check_settings()
+        client = holder.clients[key] = _build_async_client()
+    return client
+
+
+def _build_async_client() -> Any:
+    if conf.CACHE_ALIAS:
+        return _async_client_for_cache(str(conf.CACHE_ALIAS))
+    url = str(conf.REDIS_URL)
+    if conf.CLUSTER:
+        from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+        options = _url_options(sync=False)
+        return AsyncRedisCluster.from_url(url, **options)
+    return redis.asyncio.Redis.from_url(url, **_url_options(sync=False))
+
+
+def _async_client_for_cache(alias: str) -> Any:
+    """Mirror a django-redis cache's settings for ``redis.asyncio``.
+
+    django-redis has no async client; we read the same LOCATION and OPTIONS it
+    reads (primary = first LOCATION, PASSWORD, SOCKET_*TIMEOUT,
+    CONNECTION_POOL_KWARGS, and SENTINELS for its SentinelClient) so the async
+    side talks to the same server, or the same Sentinel-elected primary.
+    """
+    cache = django_settings.CACHES[alias]
+    location = cache.get("LOCATION")
+    url = location[0] if isinstance(location, list | tuple) else str(location)
+    options: dict[str, Any] = dict(cache.get("OPTIONS", {}))
+    kwargs: dict[str, Any] = dict(options.get("CONNECTION_POOL_KWARGS", {}))
+    kwargs.pop("connection_class", None)
+    if options.get("PASSWORD"):
+        kwargs["password"] = options["PASSWORD"]
+    kwargs.setdefault("socket_timeout", options.get("SOCKET_TIMEOUT", float(conf.SOCKET_TIMEOUT)))
+    kwargs.setdefault(
+        "socket_connect_timeout", options.get("SOCKET_CONNECT_TIMEOUT", float(conf.SOCKET_TIMEOUT))
+    )
+    kwargs.setdefault("retry", _retry(sync=False))
+    sentinels = options.get("SENTINELS")
+    if sentinels:
+        from redis.asyncio.sentinel import Sentinel
+
+        parts = urlsplit(url)
+        service = parts.hostname or ""
+        db = int(parts.path.lstrip("/") or 0)
+        sentinel = Sentinel(
+            [tuple(s) for s in sentinels],
+            sentinel_kwargs=options.get("SENTINEL_KWARGS"),
+            **{k: v for k, v in kwargs.items() if k != "retry"},
+        )
+        return sentinel.master_for(service, db=db)
+    return redis.asyncio.Redis.from_url(url, **kwargs)
+
+
+def reset() -> None:
+    """Forget every cached client (tests, and after settings change)."""
+    with _lock:
+        clients = list(_sync_clients.values())
+        _sync_clients.clear()
+        _async_clients.clear()
+    for client in clients:
+        cast(Any, client).close()

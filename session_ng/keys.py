@@ -1,0 +1,53 @@
+"""Every Redis key name session_ng uses, and nothing else.
+
+``{...}`` is a Redis Cluster hash tag: the hash and the shadow key of one session
+share a slot, so one script can touch both atomically. The data model is
+documented in docs/data-model.rst; changing a name here is a breaking change.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+# What a session key may look like before it is allowed into a key name. Django
+# makes 32 characters from [a-z0-9]; we accept up to 128 so a longer key from a
+# custom store still works, but nothing that could carry braces, colons, globs
+# or bytes a log viewer would choke on.
+SESSION_KEY_RE = re.compile(r"[a-z0-9]{32,128}")
+
+
+def is_valid_session_key(value: object) -> bool:
+    return isinstance(value, str) and SESSION_KEY_RE.fullmatch(value) is not None
+
+
+def session_hash(ns: str, session_key: str) -> str:
+    return f"{ns}:sessions:{{{session_key}}}"
+
+
+def session_shadow(ns: str, session_key: str) -> str:
+    return f"{ns}:sessions:{{{session_key}}}:expires"
+
+
+def expiration_bucket(ns: str, epoch_minute: int) -> str:
+    return f"{ns}:expirations:{epoch_minute}"
+
+
+def sweep_cursor(ns: str) -> str:
+    """The last epoch minute whose bucket was swept (a string)."""
+    return f"{ns}:expirations:swept"
+
+
+def user_index(ns: str, user_id: str) -> str:
+    # A primary key is usually an int or a UUID, but may be any string: quote
+    # it so that braces, colons or globs in it cannot change the key's meaning.
+    return f"{ns}:users:{{{quote(user_id, safe='')}}}"
+
+
+def session_key_from_hash(ns: str, name: str) -> str | None:
+    """Inverse of :func:`session_hash`, for listeners that see key names."""
+    prefix = f"{ns}:sessions:{{"
+    if not (name.startswith(prefix) and name.endswith("}")):
+        return None
+    key = name[len(prefix) : -1]
+    return key if is_valid_session_key(key) else None

@@ -1,0 +1,463 @@
+"""The only module that sends commands to Redis for sessions.
+
+Each operation is written once, as a generator that yields *steps* (a script
+call, a command, or a pipelined batch of them) and receives their replies. A
+sync driver and an async driver run the same generator against ``redis.Redis``
+or ``redis.asyncio.Redis``, so the ``a``-prefixed twins cannot drift from the
+sync ones and neither goes through ``sync_to_async``.
+
+Scripts are sent with EVALSHA; on NOSCRIPT (first use, or after Redis
+restarted) the source is loaded once and the call retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis.exceptions
+
+from session_ng import keys
+from session_ng.connection import get_async_client, get_client
+from session_ng.exceptions import SessionStoreUnavailable
+
+logger = logging.getLogger("session_ng")
+security_logger = logging.getLogger("django.security.SuspiciousSession")
+
+# How long a session's hash outlives its shadow key, so that whoever reports
+# the expiry can still read what the session held. Buckets are kept as long
+# past their minute.
+GRACE_MS = 300_000
+MINUTE_MS = 60_000
+ATTR_PREFIX = "attr:"
+
+# Errors that mean "Redis is not there right now", as opposed to a bug.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+)
+try:  # Sentinel's own "no primary" error lives in the sentinel module.
+    from redis.sentinel import MasterNotFoundError
+
+    UNAVAILABLE_ERRORS += (MasterNotFoundError,)
+except ImportError:  # pragma: no cover - every supported redis-py has it
+    pass
+
+
+class Script:
+    """One file of ``session_ng/scripts``, addressed by its SHA1."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("session_ng.scripts").joinpath(f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+
+
+LOAD = Script("load")
+SAVE = Script("save")
+DELETE = Script("delete")
+SWEEP_MEMBER = Script("sweep_member")
+
+
+# --- steps -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Eval:
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[str | int | bytes]
+
+
+@dataclass(frozen=True)
+class Command:
+    args: tuple[str | int | bytes, ...]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several calls in one round trip (a pipeline, not a transaction).
+
+    Only for calls that are safe to repeat: a batch whose scripts were missing
+    is sent again once they are loaded.
+    """
+
+    calls: Sequence[Eval | Command]
+
+
+Step = Eval | Command | Batch
+R = TypeVar("R")
+Operation = Generator[Step, Any, R]
+
+
+def _unavailable(exc: BaseException) -> SessionStoreUnavailable:
+    logger.error("session store unavailable: %s: %s", type(exc).__name__, exc)
+    return SessionStoreUnavailable(
+        f"The session store (Redis) is unavailable: {type(exc).__name__}: {exc}"
+    )
+
+
+def _queue(pipe: Any, call: Eval | Command) -> None:
+    if isinstance(call, Eval):
+        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+    else:
+        pipe.execute_command(*call.args)
+
+
+def _scripts_of(step: Batch) -> list[Script]:
+    return list({c.script.sha: c.script for c in step.calls if isinstance(c, Eval)}.values())
+
+
+def _run_sync(client: Any, step: Step) -> Any:
+    if isinstance(step, Eval):
+        try:
+            return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(step.script.source)
+            return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+    if isinstance(step, Command):
+        return client.execute_command(*step.args)
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for call in step.calls:
+            _queue(pipe, call)
+        replies = pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            for script in _scripts_of(step):
+                client.script_load(script.source)
+            continue
+        break
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+async def _run_async(client: Any, step: Step) -> Any:
+    if isinstance(step, Eval):
+        try:
+            return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+        except redis.exceptions.NoScriptError:
+            await client.script_load(step.script.source)
+            return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+    if isinstance(step, Command):
+        return await client.execute_command(*step.args)
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for call in step.calls:
+            _queue(pipe, call)
+        replies = await pipe.execute(raise_on_error=False)
+        if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            for script in _scripts_of(step):
+                await client.script_load(script.source)
+            continue
+        break
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def run(operation: Operation[R]) -> R:
+    """Drive an operation against the sync client."""
+    client = get_client()
+    try:
+        step = next(operation)
+        while True:
+            step = operation.send(_run_sync(client, step))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except UNAVAILABLE_ERRORS as exc:
+        raise _unavailable(exc) from exc
+
+
+async def arun(operation: Operation[R]) -> R:
+    """Drive an operation against the async client of the running loop."""
+    client = await get_async_client()
+    try:
+        step = next(operation)
+        while True:
+            step = operation.send(await _run_async(client, step))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    except UNAVAILABLE_ERRORS as exc:
+        raise _unavailable(exc) from exc
+
+
+# --- records -----------------------------------------------------------------
+
+
+@dataclass
+class Record:
+    """A session as Redis holds it, attributes still serialized."""
+
+    session_key: str
+    created: int
+    accessed: int
+    max_inactive: int
+    expires_at: int | None = None
+    user: str | None = None
+    bucket: int | None = None
+    attributes: dict[str, bytes] = field(default_factory=dict)
+
+
+class Corrupt:
+    """A hash whose metadata cannot be read; treated as no session."""
+
+
+CORRUPT = Corrupt()
+
+
+def _short(session_key: str) -> str:
+    # Session keys are secrets: logs get enough to correlate, not to hijack.
+    return session_key[:6] + "…"
+
+
+def parse_record(session_key: str, fields: Sequence[bytes]) -> Record | Corrupt:
+    meta: dict[str, str] = {}
+    attributes: dict[str, bytes] = {}
+    for i in range(0, len(fields) - 1, 2):
+        raw_name, value = fields[i], fields[i + 1]
+        try:
+            name = raw_name.decode()
+        except UnicodeDecodeError:
+            security_logger.warning(
+                "Session data corrupted: undecodable field name in session %s dropped",
+                _short(session_key),
+            )
+            continue
+        if name.startswith(ATTR_PREFIX):
+            attributes[name[len(ATTR_PREFIX) :]] = value
+        else:
+            meta[name] = value.decode("latin-1")
+    try:
+        return Record(
+            session_key=session_key,
+            created=int(meta["created"]),
+            accessed=int(meta["accessed"]),
+            max_inactive=int(meta["max_inactive"]),
+            expires_at=int(meta["expires_at"]) if meta.get("expires_at") else None,
+            user=meta.get("user") or None,
+            bucket=int(meta["bucket"]) if meta.get("bucket") else None,
+            attributes=attributes,
+        )
+    except (KeyError, ValueError):
+        security_logger.warning(
+            "Session data corrupted: unreadable metadata in session %s; treated as absent",
+            _short(session_key),
+        )
+        return CORRUPT
+
+
+# --- operations --------------------------------------------------------------
+
+
+def load(ns: str, session_key: str, now: int, refresh: bool) -> Operation[Record | Corrupt | None]:
+    reply = yield Eval(
+        LOAD,
+        (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
+        (now, "1" if refresh else "0", GRACE_MS),
+    )
+    if reply is None:
+        return None
+    status, fields = reply
+    if status == b"corrupt":
+        security_logger.warning(
+            "Session data corrupted: unreadable metadata in session %s; treated as absent",
+            _short(session_key),
+        )
+        return CORRUPT
+    return parse_record(session_key, fields)
+
+
+def exists(ns: str, session_key: str) -> Operation[bool]:
+    count = yield Command(
+        ("EXISTS", keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key))
+    )
+    return bool(count == 2)
+
+
+@dataclass
+class SavePlan:
+    """Everything one save writes; built by the store, executed by ``save``."""
+
+    session_key: str
+    create: bool
+    now: int
+    max_inactive: int
+    expires_at: int | None
+    to_set: dict[str, bytes]
+    to_delete: list[str]
+    created: int | None = None
+    bucket: int | None = None
+    old_bucket: int | None = None
+    user: str | None = None
+    old_user: str | None = None
+    user_changed: bool = False
+    replaces: str | None = None
+
+
+def bucket_minute(expiry_ms: int) -> int:
+    """The bucket a session whose life ends at ``expiry_ms`` is filed under."""
+    return -(-expiry_ms // MINUTE_MS)
+
+
+def save(ns: str, plan: SavePlan) -> Operation[str]:
+    """Returns "ok", "exists" (create: key taken) or "gone" (update: deleted)."""
+    layout = ""
+    extra: list[str] = []
+    if plan.bucket is not None and plan.bucket != plan.old_bucket:
+        layout += "b"
+        extra.append(keys.expiration_bucket(ns, plan.bucket))
+    if plan.old_bucket is not None and plan.old_bucket != plan.bucket:
+        layout += "x"
+        extra.append(keys.expiration_bucket(ns, plan.old_bucket))
+    if plan.old_user is not None and plan.old_user != plan.user:
+        layout += "o"
+        extra.append(keys.user_index(ns, plan.old_user))
+    if plan.user is not None:
+        layout += "u"
+        extra.append(keys.user_index(ns, plan.user))
+    if plan.replaces is not None:
+        layout += "r"
+        extra += [keys.session_hash(ns, plan.replaces), keys.session_shadow(ns, plan.replaces)]
+    if plan.user_changed:
+        user_op = "-" if plan.user is None else f"={plan.user}"
+    else:
+        user_op = ""
+    args: list[str | int | bytes] = [
+        plan.now,
+        "create" if plan.create else "update",
+        plan.max_inactive,
+        "" if plan.expires_at is None else plan.expires_at,
+        GRACE_MS,
+        "" if plan.created is None else plan.created,
+        "" if plan.bucket is None else plan.bucket,
+        user_op,
+        layout,
+        plan.session_key,
+        plan.replaces or "",
+        len(plan.to_set),
+    ]
+    for name, value in plan.to_set.items():
+        args += [ATTR_PREFIX + name, value]
+    args.append(len(plan.to_delete))
+    args += [ATTR_PREFIX + name for name in plan.to_delete]
+    reply = yield Eval(
+        SAVE,
+        (keys.session_hash(ns, plan.session_key), keys.session_shadow(ns, plan.session_key), *extra),
+        args,
+    )
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+@dataclass
+class Ended:
+    """A session that ended, as it was at the end (for events)."""
+
+    session_key: str
+    record: Record | Corrupt | None
+
+
+def delete(ns: str, session_key: str, user: str | None) -> Operation[Ended | None]:
+    """Delete a session; ``user`` is who the caller believes owns it (or None)."""
+    session_keys = [keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)]
+    if user is not None:
+        session_keys.append(keys.user_index(ns, user))
+    removed, fields = yield Eval(DELETE, session_keys, (session_key,))
+    if not removed:
+        return None
+    record = parse_record(session_key, fields) if fields else None
+    stored_user = record.user if isinstance(record, Record) else None
+    if stored_user is not None and stored_user != user:
+        # The caller did not know (or knew wrong) whose session this was.
+        yield Command(("SREM", keys.user_index(ns, stored_user), session_key))
+    return Ended(session_key, record)
+
+
+@dataclass
+class SweepReport:
+    buckets: int = 0
+    expired: list[Ended] = field(default_factory=list)
+    refiled: int = 0
+    dropped: int = 0
+
+
+SWEEP_BATCH = 500
+# Buckets live GRACE_MS past their minute; older ones are gone already.
+SWEEP_LOOKBACK_MINUTES = GRACE_MS // MINUTE_MS + 1
+
+
+def sweep(ns: str, now: int) -> Operation[SweepReport]:
+    """Process every expiration bucket that is due.
+
+    A bucket lists sessions whose life ended, at the latest, in its minute. Those
+    that are over are reported and leave their user's index; those whose idle
+    timer slid since they were filed move to the bucket they belong in now;
+    those deleted meanwhile are dropped. Safe to run concurrently: every member
+    step is idempotent.
+    """
+    report = SweepReport()
+    due = now // MINUTE_MS
+    cursor_key = keys.sweep_cursor(ns)
+    cursor = yield Command(("GET", cursor_key))
+    first = due - SWEEP_LOOKBACK_MINUTES
+    if cursor is not None:
+        first = max(first, int(cursor) + 1)
+    for minute in range(first, due + 1):
+        bucket_key = keys.expiration_bucket(ns, minute)
+        members = yield Command(("SMEMBERS", bucket_key))
+        session_keys = sorted(m.decode() for m in members)
+        for start in range(0, len(session_keys), SWEEP_BATCH):
+            chunk = [k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)]
+            report.dropped += min(SWEEP_BATCH, len(session_keys) - start) - len(chunk)
+            if not chunk:
+                continue
+            replies = yield Batch(
+                [
+                    Eval(
+                        SWEEP_MEMBER,
+                        (keys.session_hash(ns, k), keys.session_shadow(ns, k)),
+                        (now,),
+                    )
+                    for k in chunk
+                ]
+            )
+            follow_up: list[Command] = []
+            for session_key, reply in zip(chunk, replies, strict=True):
+                status = reply[0]
+                if status == b"alive":
+                    report.refiled += 1
+                    new_minute, user = reply[1].decode(), reply[2].decode()
+                    if new_minute:
+                        new_bucket = keys.expiration_bucket(ns, int(new_minute))
+                        follow_up.append(Command(("SADD", new_bucket, session_key)))
+                        expire_at = int(new_minute) * MINUTE_MS + GRACE_MS
+                        follow_up.append(Command(("PEXPIREAT", new_bucket, expire_at)))
+                        if user:
+                            # Keep the index alive as long as this session.
+                            follow_up.append(
+                                Command(("PEXPIREAT", keys.user_index(ns, user), expire_at, "GT"))
+                            )
+                elif status == b"expired":
+                    record = parse_record(session_key, reply[1])
+                    report.expired.append(Ended(session_key, record))
+                    if isinstance(record, Record) and record.user:
+                        follow_up.append(
+                            Command(("SREM", keys.user_index(ns, record.user), session_key))
+                        )
+                else:
+                    report.dropped += 1
+            if follow_up:
+                yield Batch(follow_up)
+        yield Batch([Command(("DEL", bucket_key)), Command(("SET", cursor_key, minute))])
+        report.buckets += 1
+    return report

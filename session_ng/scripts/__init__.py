@@ -1,0 +1,1 @@
+"""Lua scripts, one atomic operation per file, loaded by ``session_ng.repository``."""

@@ -1,0 +1,126 @@
+-- Create or update one session: delta write, shadow key, bucket move, user
+-- index and (for a key rotation) removal of the old key, atomically, in one
+-- round trip.
+--
+-- KEYS[1] session hash, KEYS[2] shadow key, then the optional keys that
+-- ARGV[9] (the layout) names, one letter each, in this order:
+--   b  expiration bucket to file the session under
+--   x  expiration bucket it was filed under before (SREM)
+--   o  user index of the user who left this session (SREM)
+--   u  user index of the session's logged-in user (SADD, TTL refresh)
+--   r  two keys: hash and shadow of the session this one replaces (rotation)
+-- ARGV: 1 now ms | 2 "create" or "update" | 3 max_inactive s (-1 never)
+--   | 4 expires_at ms or "" | 5 grace ms | 6 created ms or "" (now)
+--   | 7 bucket minute or "" | 8 user op: "" unchanged, "-" logged out, "=<id>"
+--   | 9 layout | 10 session key | 11 replaced session key or ""
+--   | 12 n_set, then n_set name/value pairs | then n_del, then n_del names
+--
+-- Returns "ok", "exists" (create: the key is taken) or "gone" (update: the
+-- session was deleted or expired meanwhile; nothing is written, so nothing is
+-- resurrected).
+local hash, shadow = KEYS[1], KEYS[2]
+local now = tonumber(ARGV[1])
+local mode = ARGV[2]
+local grace = tonumber(ARGV[5])
+local session_key = ARGV[10]
+
+if mode == 'create' then
+  if redis.call('EXISTS', hash) == 1 then return 'exists' end
+elseif redis.call('EXISTS', hash, shadow) < 2 then
+  return 'gone'
+end
+
+local slot = {}
+local k = 3
+for letter in string.gmatch(ARGV[9], '.') do
+  slot[letter] = KEYS[k]
+  k = k + 1
+  if letter == 'r' then slot['r2'] = KEYS[k]; k = k + 1 end
+end
+
+-- The attributes.
+local pos = 12
+local n_set = tonumber(ARGV[pos]); pos = pos + 1
+if n_set > 0 then
+  redis.call('HSET', hash, unpack(ARGV, pos, pos + 2 * n_set - 1))
+  pos = pos + 2 * n_set
+end
+local n_del = tonumber(ARGV[pos]); pos = pos + 1
+if n_del > 0 then
+  redis.call('HDEL', hash, unpack(ARGV, pos, pos + n_del - 1))
+end
+
+-- The metadata.
+redis.call('HSET', hash, 'accessed', ARGV[1], 'max_inactive', ARGV[3])
+if mode == 'create' then
+  local created = ARGV[6]
+  if created == '' then created = ARGV[1] end
+  redis.call('HSET', hash, 'created', created)
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', hash, 'expires_at', ARGV[4])
+else
+  redis.call('HDEL', hash, 'expires_at')
+end
+local user_op = ARGV[8]
+if user_op == '-' then
+  redis.call('HDEL', hash, 'user')
+elseif user_op ~= '' then
+  redis.call('HSET', hash, 'user', string.sub(user_op, 2))
+end
+
+-- The life: the shadow key lives exactly as long as the session, the hash
+-- for the grace period longer so that the expired event can still read it.
+local max_inactive = tonumber(ARGV[3])
+local life
+if ARGV[4] ~= '' then
+  life = tonumber(ARGV[4]) - now
+elseif max_inactive >= 0 then
+  life = max_inactive * 1000
+end
+if life == nil then
+  redis.call('SET', shadow, '')
+  redis.call('PERSIST', hash)
+elseif life > 0 then
+  redis.call('SET', shadow, '', 'PX', life)
+  redis.call('PEXPIRE', hash, life + grace)
+else
+  -- An expiry date already past: the session ends now.
+  redis.call('DEL', shadow)
+  redis.call('PEXPIRE', hash, grace)
+end
+
+-- On a rotation the replaced key is the one that leaves its bucket and index.
+local leaving = session_key
+if slot['r'] then leaving = ARGV[11] end
+
+-- The expiration bucket: filed under the minute its life ends, rounded up.
+if slot['x'] then redis.call('SREM', slot['x'], leaving) end
+if slot['b'] then
+  redis.call('SADD', slot['b'], session_key)
+  redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + grace)
+  redis.call('HSET', hash, 'bucket', ARGV[7])
+elseif life == nil then
+  redis.call('HDEL', hash, 'bucket')
+end
+
+-- The user index: its TTL covers the longest-lived session it lists.
+if slot['o'] then redis.call('SREM', slot['o'], leaving) end
+if slot['r'] then
+  if slot['u'] then redis.call('SREM', slot['u'], leaving) end
+  redis.call('DEL', slot['r'], slot['r2'])
+end
+if slot['u'] then
+  local index = slot['u']
+  local fresh = redis.call('SADD', index, session_key) == 1 and redis.call('SCARD', index) == 1
+  if life == nil then
+    redis.call('PERSIST', index)
+  else
+    local ttl = redis.call('PTTL', index)
+    local want = math.max(life, 0) + grace
+    if (ttl == -1 and fresh) or (ttl >= 0 and ttl < want) then
+      redis.call('PEXPIRE', index, want)
+    end
+  end
+end
+return 'ok'

@@ -1,0 +1,37 @@
+"""``make demo``: migrate and serve testproject on http://127.0.0.1:8000.
+
+Uses ``REDIS_URL`` when it is set; otherwise starts a private redis-server on a
+free loopback port for as long as the demo runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from testproject.redis_server import RedisServer
+
+
+def main() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
+    server = None
+    if not os.environ.get("REDIS_URL"):
+        server = RedisServer().start()
+        os.environ["REDIS_URL"] = server.url
+        print(f"Started a private redis-server at {server.url}", flush=True)
+    try:
+        from django.core.management import execute_from_command_line
+
+        execute_from_command_line([sys.argv[0], "migrate", "--noinput", "-v", "0"])
+        addr = os.environ.get("DEMO_ADDR", "127.0.0.1:8000")
+        print(f"Serving testproject on http://{addr}/ (Ctrl-C stops it)", flush=True)
+        execute_from_command_line([sys.argv[0], "runserver", addr, "--noreload"])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

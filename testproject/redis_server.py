@@ -1,0 +1,134 @@
+"""Start and stop a private ``redis-server`` on a free loopback port.
+
+Used by the test suite, by ``bench/`` and by ``make demo`` so that none of them
+depends on a Redis the machine happens to run. The server keeps nothing on disk
+(no RDB, no AOF) and lives in its own temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Self
+
+INSTALL_HINT = (
+    "redis-server was not found on PATH. Install Redis 7 or newer: "
+    "`apt-get install redis-server` (Debian/Ubuntu), `brew install redis` (macOS), "
+    "or set REDIS_SERVER to the binary's path."
+)
+
+
+class RedisServerMissing(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def find_binary(name: str = "redis-server") -> str:
+    env_name = name.upper().replace("-", "_")
+    path = os.environ.get(env_name) or shutil.which(name)
+    if not path:
+        raise RedisServerMissing(INSTALL_HINT)
+    return path
+
+
+class RedisServer:
+    """One redis-server process bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.extra_args = extra_args
+        self.dir = Path(tempfile.mkdtemp(prefix="session-ng-redis-"))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> Self:
+        args = [
+            find_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.dir),
+            "--logfile", str(self.dir / "redis.log"),
+            "--daemonize", "no",
+            *self.extra_args,
+        ]  # fmt: skip
+        with open(self.dir / "stderr.log", "wb") as stderr:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
+                args, stdout=subprocess.DEVNULL, stderr=stderr
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                logs = "".join(
+                    p.read_text(errors="replace")
+                    for p in (self.dir / "stderr.log", self.dir / "redis.log")
+                    if p.exists()
+                )
+                raise RuntimeError(f"redis-server exited at start-up: {logs}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """``python -m testproject.redis_server``: run one in the foreground, print its URL."""
+    server = RedisServer().start()
+    print(server.url, flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stop and server.process is not None and server.process.poll() is None:
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from testproject.demo import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", views.login_view, name="login"),
+    path("logout/", views.logout_view, name="logout"),
+    path("api/session/", views.session_json, name="session-json"),
+]

@@ -1,0 +1,20 @@
+"""testproject's settings plus what the test suite needs."""
+
+from testproject.settings import *  # noqa: F403
+from testproject.settings import INSTALLED_APPS
+from tests.django_contract import ensure_sessions_tests
+
+ensure_sessions_tests()
+
+# Django's own session tests import their app's models.
+INSTALLED_APPS = [*INSTALLED_APPS, "sessions_tests"]
+
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The conftest starts a private redis-server and fills in its URL.
+SESSION_NG = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
