@@ -172,7 +172,16 @@ def run(operation: Operation[R]) -> R:
     try:
         step = next(operation)
         while True:
-            step = operation.send(_run_sync(client, step))
+            try:
+                reply = _run_sync(client, step)
+            except redis.exceptions.ResponseError as exc:
+                if isinstance(exc, UNAVAILABLE_ERRORS):
+                    raise
+                # The operation may know what this error means (WRONGTYPE on
+                # a corrupted key); if it does not, it re-raises.
+                step = operation.throw(exc)
+            else:
+                step = operation.send(reply)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     except UNAVAILABLE_ERRORS as exc:
@@ -185,7 +194,16 @@ async def arun(operation: Operation[R]) -> R:
     try:
         step = next(operation)
         while True:
-            step = operation.send(await _run_async(client, step))
+            try:
+                reply = await _run_async(client, step)
+            except redis.exceptions.ResponseError as exc:
+                if isinstance(exc, UNAVAILABLE_ERRORS):
+                    raise
+                # The operation may know what this error means (WRONGTYPE on
+                # a corrupted key); if it does not, it re-raises.
+                step = operation.throw(exc)
+            else:
+                step = operation.send(reply)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     except UNAVAILABLE_ERRORS as exc:
@@ -261,11 +279,20 @@ def parse_record(session_key: str, fields: Sequence[bytes]) -> Record | Corrupt:
 
 
 def load(ns: str, session_key: str, now: int, refresh: bool) -> Operation[Record | Corrupt | None]:
-    reply = yield Eval(
-        LOAD,
-        (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
-        (now, "1" if refresh else "0", GRACE_MS),
-    )
+    try:
+        reply = yield Eval(
+            LOAD,
+            (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
+            (now, "1" if refresh else "0", GRACE_MS),
+        )
+    except redis.exceptions.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        security_logger.warning(
+            "Session data corrupted: a key of session %s has the wrong type; treated as absent",
+            _short(session_key),
+        )
+        return CORRUPT
     if reply is None:
         return None
     status, fields = reply
@@ -303,6 +330,9 @@ class SavePlan:
     old_user: str | None = None
     user_changed: bool = False
     replaces: str | None = None
+    # An update without a baseline (the store never loaded the session): the
+    # attributes sent become the whole session.
+    replace_all: bool = False
 
 
 def bucket_minute(expiry_ms: int) -> int:
@@ -314,10 +344,12 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
     """Returns "ok", "exists" (create: key taken) or "gone" (update: deleted)."""
     layout = ""
     extra: list[str] = []
-    if plan.bucket is not None and plan.bucket != plan.old_bucket:
+    # A rotation files the new key even when the minute did not change.
+    moved = plan.bucket != plan.old_bucket or plan.replaces is not None
+    if plan.bucket is not None and moved:
         layout += "b"
         extra.append(keys.expiration_bucket(ns, plan.bucket))
-    if plan.old_bucket is not None and plan.old_bucket != plan.bucket:
+    if plan.old_bucket is not None and moved:
         layout += "x"
         extra.append(keys.expiration_bucket(ns, plan.old_bucket))
     if plan.old_user is not None and plan.old_user != plan.user:
@@ -335,7 +367,7 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
         user_op = ""
     args: list[str | int | bytes] = [
         plan.now,
-        "create" if plan.create else "update",
+        "create" if plan.create else ("replace" if plan.replace_all else "update"),
         plan.max_inactive,
         "" if plan.expires_at is None else plan.expires_at,
         GRACE_MS,

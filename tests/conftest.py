@@ -65,8 +65,7 @@ class RoundTrips:
     def _record(self, packed: Any) -> None:
         self.count += 1
         chunks = packed if isinstance(packed, list | tuple) else [packed]
-        first = bytes(chunks[0]) if chunks else b""
-        self.commands.append(first[:80])
+        self.commands.append(b"".join(bytes(c) for c in chunks))
 
 
 @pytest.fixture

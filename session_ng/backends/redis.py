@@ -217,6 +217,7 @@ class SessionStore(SessionBase):
             old_user=old.user if old is not None else None,
             user_changed=user != (old.user if old is not None else None) or create,
             replaces=replaces.session_key if replaces is not None else None,
+            replace_all=not create and baseline is None,
         )
 
     def _finish(self, plan: SavePlan, status: str) -> None:

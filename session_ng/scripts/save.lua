@@ -9,11 +9,16 @@
 --   o  user index of the user who left this session (SREM)
 --   u  user index of the session's logged-in user (SADD, TTL refresh)
 --   r  two keys: hash and shadow of the session this one replaces (rotation)
--- ARGV: 1 now ms | 2 "create" or "update" | 3 max_inactive s (-1 never)
+-- ARGV: 1 now ms | 2 mode | 3 max_inactive s (-1 never)
 --   | 4 expires_at ms or "" | 5 grace ms | 6 created ms or "" (now)
 --   | 7 bucket minute or "" | 8 user op: "" unchanged, "-" logged out, "=<id>"
 --   | 9 layout | 10 session key | 11 replaced session key or ""
 --   | 12 n_set, then n_set name/value pairs | then n_del, then n_del names
+--
+-- Modes: "create" (the key must be free), "update" (the session must be
+-- alive; only the listed attributes change), "replace" (an update whose
+-- caller never loaded the session, e.g. after clear(): the listed attributes
+-- become the whole session and every other attr: field is removed).
 --
 -- Returns "ok", "exists" (create: the key is taken) or "gone" (update: the
 -- session was deleted or expired meanwhile; nothing is written, so nothing is
@@ -41,6 +46,15 @@ end
 -- The attributes.
 local pos = 12
 local n_set = tonumber(ARGV[pos]); pos = pos + 1
+if mode == 'replace' then
+  local keep = {}
+  for i = pos, pos + 2 * n_set - 1, 2 do keep[ARGV[i]] = true end
+  for _, name in ipairs(redis.call('HKEYS', hash)) do
+    if string.sub(name, 1, 5) == 'attr:' and not keep[name] then
+      redis.call('HDEL', hash, name)
+    end
+  end
+end
 if n_set > 0 then
   redis.call('HSET', hash, unpack(ARGV, pos, pos + 2 * n_set - 1))
   pos = pos + 2 * n_set

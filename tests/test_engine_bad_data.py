@@ -1,0 +1,99 @@
+"""Corrupted stored data and hostile input: logged, dropped, never a crash."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import redis
+
+from session_ng import keys
+from session_ng.backends.redis import SessionStore
+
+
+def make(**attrs: object) -> tuple[SessionStore, str]:
+    s = SessionStore()
+    s.update(attrs)
+    s.save()
+    assert s.session_key is not None
+    return s, keys.session_hash("session_ng", s.session_key)
+
+
+def test_undecodable_attribute_is_logged_dropped_and_left_in_place(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    s, name = make(good=1, bad=2)
+    r.hset(name, "attr:bad", b"\xff{not json")
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        t = SessionStore(s.session_key)
+        assert dict(t.items()) == {"good": 1}
+    (rec,) = caplog.records
+    assert rec.name == "django.security.SuspiciousSession"
+    assert "attribute 'bad'" in rec.getMessage()
+    assert s.session_key not in rec.getMessage()  # keys are secrets
+    # Saving other changes does not destroy the unreadable field.
+    t["good"] = 5
+    t.save()
+    assert r.hget(name, "attr:bad") == b"\xff{not json"
+    assert r.hget(name, "attr:good") == b"5"
+    # Setting it again overwrites it.
+    t["bad"] = 7
+    t.save()
+    assert SessionStore(s.session_key)["bad"] == 7
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_inactive", b"soon"), ("accessed", b""), ("accessed", b"\x00\x01")],
+)
+def test_unreadable_metadata_means_no_session_and_nothing_written(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture, field: str, value: bytes
+) -> None:
+    s, name = make(a=1)
+    r.hset(name, field, value)
+    before = r.hgetall(name)
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        t = SessionStore(s.session_key)
+        assert t.get("a") is None
+    assert t.session_key is None
+    assert "unreadable metadata" in caplog.text
+    assert r.hgetall(name) == before
+
+
+def test_missing_metadata_field_is_corrupt(r: redis.Redis) -> None:
+    s, name = make(a=1)
+    r.hdel(name, "max_inactive")
+    assert SessionStore(s.session_key).load() == {}
+
+
+def test_undecodable_field_name_is_dropped(r: redis.Redis) -> None:
+    s, name = make(a=1)
+    r.hset(name, b"attr:\xff\xfe", b"1")
+    assert dict(SessionStore(s.session_key).items()) == {"a": 1}
+
+
+def test_a_key_of_the_wrong_type_is_treated_as_corrupt(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = "b" * 32
+    r.set(keys.session_hash("session_ng", key), "junk")
+    r.set(keys.session_shadow("session_ng", key), "")
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        s = SessionStore(key)
+        assert s.load() == {}
+    assert s.session_key is None
+    assert "wrong type" in caplog.text
+    # A save then makes a new session under a new key; the junk is left alone.
+    s["a"] = 1
+    s.save()
+    assert s.session_key != key
+    assert r.get(keys.session_hash("session_ng", key)) == b"junk"
+    assert SessionStore(s.session_key)["a"] == 1
+
+
+def test_attribute_names_with_odd_characters_round_trip(r: redis.Redis) -> None:
+    odd = {"a:b": 1, "{x}": 2, "ü": 3, "": 4, "sp ace": 5}
+    s, name = make(**odd)
+    assert dict(SessionStore(s.session_key).items()) == odd
+    assert r.hget(name, "attr:{x}") == b"2"
+    assert r.hget(name, "attr:ü".encode()) == b"3"

@@ -1,0 +1,147 @@
+"""Per-attribute delta writes: what a save sends, and that nothing is lost."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import redis
+from django.contrib.sessions.backends.base import UpdateError
+
+from session_ng import keys
+from session_ng.backends.redis import SessionStore
+
+
+def stored(r: redis.Redis, session_key: str | None) -> dict[bytes, bytes]:
+    assert session_key is not None
+    return r.hgetall(keys.session_hash("session_ng", session_key))
+
+
+def test_save_writes_only_changed_attributes(r: redis.Redis, roundtrips) -> None:  # type: ignore[no-untyped-def]
+    s = SessionStore()
+    s.update({"a": 1, "b": 2, "c": 3})
+    s.save()
+    t = SessionStore(s.session_key)
+    t.load()
+    t._session_cache = t.load()
+    t["b"] = 20
+    roundtrips.reset()
+    t.save()
+    (sent,) = roundtrips.commands
+    assert b"$6\r\nattr:b\r\n$2\r\n20\r\n" in sent
+    assert b"attr:a" not in sent
+    assert b"attr:c" not in sent
+    # Another writer changes "a" behind t's back; t's later save must not undo it.
+    u = SessionStore(s.session_key)
+    u["a"] = 100
+    u.save()
+    t["c"] = 30
+    t.save()
+    data = stored(r, s.session_key)
+    assert data[b"attr:a"] == b"100"
+    assert data[b"attr:b"] == b"20"
+    assert data[b"attr:c"] == b"30"
+
+
+def test_in_place_mutation_is_saved_without_modified(r: redis.Redis) -> None:
+    s = SessionStore()
+    s["cart"] = ["apple"]
+    s.save()
+    t = SessionStore(s.session_key)
+    t["cart"].append("pear")  # Django would not mark this modified
+    assert t.modified is False
+    t.save()
+    assert stored(r, s.session_key)[b"attr:cart"] == b'["apple","pear"]'
+
+
+def test_removed_attributes_are_hdeled(r: redis.Redis) -> None:
+    s = SessionStore()
+    s.update({"keep": 1, "drop": 2})
+    s.save()
+    t = SessionStore(s.session_key)
+    del t["drop"]
+    t.save()
+    data = stored(r, s.session_key)
+    assert b"attr:drop" not in data
+    assert data[b"attr:keep"] == b"1"
+
+
+def test_clear_removes_every_attribute_but_keeps_the_session(r: redis.Redis) -> None:
+    s = SessionStore()
+    s.update({"a": 1, "b": 2})
+    s.save()
+    t = SessionStore(s.session_key)
+    t.clear()
+    t.save()
+    data = stored(r, s.session_key)
+    assert not [name for name in data if name.startswith(b"attr:")]
+    assert SessionStore(s.session_key).exists(s.session_key) is True
+
+
+def test_save_of_a_session_deleted_meanwhile_raises_and_writes_nothing(r: redis.Redis) -> None:
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    key = s.session_key
+    SessionStore(key).delete()
+    s["a"] = 2
+    with pytest.raises(UpdateError):
+        s.save()
+    assert r.dbsize() <= 1  # at most the stale bucket entry the sweep drops
+    assert stored(r, key) == {}
+
+
+def test_save_after_expiry_does_not_resurrect(r: redis.Redis) -> None:
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    key = s.session_key
+    assert key is not None
+    # The shadow key going away is the session's end (the hash stays for the grace period).
+    r.delete(keys.session_shadow("session_ng", key))
+    s["a"] = 2
+    with pytest.raises(UpdateError):
+        s.save()
+    assert stored(r, key)[b"attr:a"] == b"1"
+    assert SessionStore(key).load() == {}
+
+
+def test_concurrent_writers_of_different_attributes_lose_nothing(r: redis.Redis) -> None:
+    """16 threads x 50 read-modify-write cycles, each on its own attribute."""
+    s = SessionStore()
+    s["seed"] = True
+    s.save()
+    key = s.session_key
+    threads_n, writes = 16, 50
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads_n)
+
+    def writer(i: int) -> None:
+        try:
+            start.wait()
+            for j in range(writes):
+                t = SessionStore(key)
+                t[f"t{i}"] = [*t.get(f"t{i}", []), j]
+                t.save()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=writer, args=(i,)) for i in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert errors == []
+    final = SessionStore(key)
+    for i in range(threads_n):
+        assert final[f"t{i}"] == list(range(writes))
+    assert final["seed"] is True
+
+
+def test_custom_serializer_is_used_per_attribute(r: redis.Redis, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_SERIALIZER = "tests.serializers.UpperJSONSerializer"
+    s = SessionStore()
+    s["word"] = "hello"
+    s.save()
+    assert stored(r, s.session_key)[b"attr:word"] == b'"HELLO"'
+    assert SessionStore(s.session_key)["word"] == "hello"

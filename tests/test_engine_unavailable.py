@@ -1,0 +1,74 @@
+"""Redis down: a clear, logged error; never an empty session or a logout."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.test import Client
+
+from session_ng import connection
+from session_ng.backends.redis import SessionStore
+from session_ng.exceptions import SessionStoreUnavailable
+from testproject.redis_server import RedisServer, free_port
+
+
+@pytest.fixture
+def down(settings) -> str:  # type: ignore[no-untyped-def]
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    settings.SESSION_NG = {"REDIS_URL": url, "SOCKET_TIMEOUT": 0.5}
+    return url
+
+
+def test_every_operation_raises_a_clear_error(down: str, caplog: pytest.LogCaptureFixture) -> None:
+    key = "c" * 32
+    with caplog.at_level(logging.ERROR, logger="session_ng"):
+        for call in (
+            lambda: SessionStore(key).load(),
+            lambda: SessionStore(key).exists(key),
+            lambda: SessionStore(key).delete(),
+            lambda: SessionStore().save(),
+            SessionStore.clear_expired,
+        ):
+            with pytest.raises(SessionStoreUnavailable, match=r"The session store \(Redis\) is unavailable"):
+                call()
+    assert len(caplog.records) == 5
+    assert all("session store unavailable" in r.getMessage() for r in caplog.records)
+
+
+async def test_async_operations_raise_the_same_error(down: str) -> None:
+    with pytest.raises(SessionStoreUnavailable):
+        await SessionStore("c" * 32).aload()
+    with pytest.raises(SessionStoreUnavailable):
+        await SessionStore().asave()
+
+
+def test_a_request_fails_loudly_and_keeps_the_cookie(down: str) -> None:
+    client = Client(raise_request_exception=False)
+    client.cookies["sessionid"] = "d" * 32
+    response = client.get("/")
+    assert response.status_code == 500
+    assert "sessionid" not in response.cookies  # not deleted, not replaced
+
+
+def test_service_resumes_after_redis_restarts(settings) -> None:  # type: ignore[no-untyped-def]
+    server = RedisServer().start()
+    try:
+        settings.SESSION_NG = {"REDIS_URL": server.url, "SOCKET_TIMEOUT": 0.5}
+        s = SessionStore()
+        s["a"] = 1
+        s.save()
+        key = s.session_key
+        server.stop()
+        with pytest.raises(SessionStoreUnavailable):
+            SessionStore(key).load()
+        # Same port, empty server (no persistence): the pooled connection is
+        # stale and the scripts are gone; both are recovered transparently.
+        server = RedisServer(port=server.port).start()
+        t = SessionStore()
+        t["b"] = 2
+        t.save()
+        assert SessionStore(t.session_key)["b"] == 2
+    finally:
+        server.stop()
+        connection.reset()
