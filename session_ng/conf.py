@@ -98,10 +98,14 @@ class Settings:
             )
         if alias:
             caches = getattr(django_settings, "CACHES", {})
-            backend = str(caches.get(alias, {}).get("BACKEND", "")) if isinstance(alias, str) else ""
+            backend = (
+                str(caches.get(alias, {}).get("BACKEND", "")) if isinstance(alias, str) else ""
+            )
             if not isinstance(alias, str) or alias not in caches:
                 found.append(
-                    Problem("session_ng.E005", f"SESSION_NG['CACHE_ALIAS'] {alias!r} is not in CACHES.")
+                    Problem(
+                        "session_ng.E005", f"SESSION_NG['CACHE_ALIAS'] {alias!r} is not in CACHES."
+                    )
                 )
             elif not backend.startswith("django_redis."):
                 found.append(
@@ -143,7 +147,9 @@ class Settings:
         timeout = self.SOCKET_TIMEOUT
         if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
             found.append(
-                Problem("session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number.")
+                Problem(
+                    "session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number."
+                )
             )
         if self.CLUSTER and alias:
             found.append(

@@ -182,7 +182,7 @@ def _async_client_for_cache(alias: str) -> Any:
         parts = urlsplit(url)
         service = parts.hostname or ""
         db = int(parts.path.lstrip("/") or 0)
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             [tuple(s) for s in sentinels],
             sentinel_kwargs=options.get("SENTINEL_KWARGS"),
             **{k: v for k, v in kwargs.items() if k != "retry"},

@@ -361,10 +361,9 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
     if plan.replaces is not None:
         layout += "r"
         extra += [keys.session_hash(ns, plan.replaces), keys.session_shadow(ns, plan.replaces)]
+    user_op = ""  # unchanged
     if plan.user_changed:
         user_op = "-" if plan.user is None else f"={plan.user}"
-    else:
-        user_op = ""
     args: list[str | int | bytes] = [
         plan.now,
         "create" if plan.create else ("replace" if plan.replace_all else "update"),
@@ -385,7 +384,11 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
     args += [ATTR_PREFIX + name for name in plan.to_delete]
     reply = yield Eval(
         SAVE,
-        (keys.session_hash(ns, plan.session_key), keys.session_shadow(ns, plan.session_key), *extra),
+        (
+            keys.session_hash(ns, plan.session_key),
+            keys.session_shadow(ns, plan.session_key),
+            *extra,
+        ),
         args,
     )
     return reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -449,7 +452,9 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
         members = yield Command(("SMEMBERS", bucket_key))
         session_keys = sorted(m.decode() for m in members)
         for start in range(0, len(session_keys), SWEEP_BATCH):
-            chunk = [k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)]
+            chunk = [
+                k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)
+            ]
             report.dropped += min(SWEEP_BATCH, len(session_keys) - start) - len(chunk)
             if not chunk:
                 continue

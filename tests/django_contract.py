@@ -25,7 +25,7 @@ def ensure_sessions_tests() -> Path:
     """Make ``import sessions_tests`` work; fail loudly if it cannot."""
     if not (PACKAGE / "tests.py").exists():
         with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(  # noqa: S603 - fixed arguments
+            subprocess.run(
                 [
                     sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                     "--no-binary", ":all:", f"django=={django.__version__}", "-d", tmp,

@@ -17,7 +17,7 @@ class RedisSessionContractTests(SessionTestsMixin, SimpleTestCase):  # type: ign
         # it generates, [a-z0-9]{32,128}, so nothing else reaches a Redis key
         # name; an 8-character key is refused, a well-formed one kept.
         self.session._session_key = "12345678"
-        self.assertIsNone(self.session.session_key)
+        assert self.session.session_key is None
         good = "a1" * 16
         self.session._session_key = good
-        self.assertEqual(self.session.session_key, good)
+        assert self.session.session_key == good

@@ -30,7 +30,9 @@ def test_every_operation_raises_a_clear_error(down: str, caplog: pytest.LogCaptu
             lambda: SessionStore().save(),
             SessionStore.clear_expired,
         ):
-            with pytest.raises(SessionStoreUnavailable, match=r"The session store \(Redis\) is unavailable"):
+            with pytest.raises(
+                SessionStoreUnavailable, match=r"The session store \(Redis\) is unavailable"
+            ):
                 call()
     assert len(caplog.records) == 5
     assert all("session store unavailable" in r.getMessage() for r in caplog.records)

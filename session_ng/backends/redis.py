@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.sessions.backends.base import (
     VALID_KEY_CHARS,
@@ -48,6 +48,13 @@ def _as_bytes(value: bytes | str) -> bytes:
 
 
 class SessionStore(SessionBase):
+    if TYPE_CHECKING:  # SessionBase's lazy-loading members, absent from django-stubs
+        _session: dict[str, Any]
+        _session_cache: dict[str, Any]
+
+        def _get_session(self, no_load: bool = False) -> dict[str, Any]: ...
+        async def _aget_session(self, no_load: bool = False) -> dict[str, Any]: ...
+
     def __init__(self, session_key: str | None = None) -> None:
         super().__init__(session_key)
         # What Redis held for this key at load or after our last save: the
@@ -153,7 +160,7 @@ class SessionStore(SessionBase):
         if self.session_key is None:
             return self.create()
         data = self._get_session(no_load=must_create)
-        if self.session_key is None:  # the load found nothing
+        if self._forgotten():
             return self.create()
         plan = self._plan(data, must_create)
         if plan is not None:
@@ -163,11 +170,15 @@ class SessionStore(SessionBase):
         if self.session_key is None:
             return await self.acreate()
         data = await self._aget_session(no_load=must_create)
-        if self.session_key is None:
+        if self._forgotten():
             return await self.acreate()
         plan = self._plan(data, must_create)
         if plan is not None:
             self._finish(plan, await repository.arun(repository.save(conf.namespace, plan)))
+
+    def _forgotten(self) -> bool:
+        """True when the load just found nothing and dropped the key."""
+        return self.session_key is None
 
     def _plan(
         self, data: dict[str, Any], create: bool, replaces: Record | None = None

@@ -1,0 +1,68 @@
+"""Each system check id, triggered by the setting it is about."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import Error, Warning
+
+from session_ng.checks import check_settings
+
+REDIS = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def test_valid_settings_pass(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = REDIS
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("session_ng", "expected"),
+    [
+        ("redis://x", ["session_ng.E001"]),
+        ({**REDIS, "REDIS_ULR": "x"}, ["session_ng.E002"]),
+        ({}, ["session_ng.E003"]),
+        ({**REDIS, "CACHE_ALIAS": "default"}, ["session_ng.E003", "session_ng.E006"]),
+        ({"REDIS_URL": "http://127.0.0.1"}, ["session_ng.E004"]),
+        ({"CACHE_ALIAS": "nope"}, ["session_ng.E005"]),
+        ({"CACHE_ALIAS": "default"}, ["session_ng.E006"]),
+        ({**REDIS, "NAMESPACE": "a{b}"}, ["session_ng.E007"]),
+        ({**REDIS, "NAMESPACE": ""}, ["session_ng.E007"]),
+        ({**REDIS, "ID_RESOLVERS": ["cookie", "query"]}, ["session_ng.E008"]),
+        ({**REDIS, "ID_RESOLVERS": []}, ["session_ng.E008"]),
+        ({**REDIS, "ID_RESOLVERS": ["cookie", "cookie"]}, ["session_ng.E008"]),
+        ({**REDIS, "MAX_ALIASES": 0}, ["session_ng.E009"]),
+        ({**REDIS, "MAX_ALIASES": True}, ["session_ng.E009"]),
+        ({**REDIS, "SOCKET_TIMEOUT": 0}, ["session_ng.E010"]),
+    ],
+)
+def test_each_error_id(settings, session_ng: object, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = session_ng
+    messages = check_settings()
+    assert [m.id for m in messages] == expected
+    assert all(isinstance(m, Error) for m in messages)
+
+
+def test_cluster_with_cache_alias_is_refused(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "s": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": "redis://127.0.0.1/0"},
+    }
+    settings.SESSION_NG = {"CACHE_ALIAS": "s", "CLUSTER": True}
+    assert [m.id for m in check_settings()] == ["session_ng.E011"]
+
+
+def test_w001_when_the_engine_is_not_session_ng(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = REDIS
+    settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"
+    (message,) = check_settings()
+    assert isinstance(message, Warning)
+    assert message.id == "session_ng.W001"
+
+
+def test_bad_settings_refuse_to_connect(settings) -> None:  # type: ignore[no-untyped-def]
+    from session_ng.backends.redis import SessionStore
+    from session_ng.exceptions import SessionNgImproperlyConfigured
+
+    settings.SESSION_NG = {"REDIS_URL": "http://nope"}
+    with pytest.raises(SessionNgImproperlyConfigured, match="redis://"):
+        SessionStore("e" * 32).load()

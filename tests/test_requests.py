@@ -1,0 +1,78 @@
+"""Real requests through testproject (Django's SessionMiddleware + this engine)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.test import AsyncClient, Client
+
+from session_ng import keys
+
+pytestmark = pytest.mark.django_db
+
+
+def session_keys_in(r: redis.Redis) -> list[str]:
+    prefix = b"session_ng:sessions:{"
+    names = [k for k in r.scan_iter() if k.startswith(prefix) and k.endswith(b"}")]
+    return sorted(k.decode()[len(prefix) : -1] for k in names)
+
+
+def test_visits_are_counted_in_one_hash(r: redis.Redis) -> None:
+    client = Client()
+    for _ in range(3):
+        response = client.get("/")
+    assert response.context["visits"] == 3
+    (key,) = session_keys_in(r)
+    assert client.cookies["sessionid"].value == key
+    assert r.hget(keys.session_hash("session_ng", key), "attr:visits") == b"3"
+
+
+def test_login_rotates_the_key_and_indexes_the_user(r: redis.Redis, django_user_model) -> None:  # type: ignore[no-untyped-def]
+    user = django_user_model.objects.get(username="alice")
+    client = Client()
+    client.get("/")
+    before = client.cookies["sessionid"].value
+    response = client.post("/login/", {"username": "alice", "password": "alice-password"})
+    assert response.status_code == 302
+    after = client.cookies["sessionid"].value
+    assert after != before
+    assert session_keys_in(r) == [after]
+    stored = r.hgetall(keys.session_hash("session_ng", after))
+    assert stored[b"user"] == str(user.pk).encode()
+    assert stored[b"attr:visits"] == b"1"  # carried over by cycle_key
+    assert r.smembers(keys.user_index("session_ng", str(user.pk))) == {after.encode()}
+    assert client.get("/api/session/").json()["user"] == "alice"
+
+
+def test_logout_ends_the_session_and_its_index_entry(r: redis.Redis, django_user_model) -> None:  # type: ignore[no-untyped-def]
+    user = django_user_model.objects.get(username="bob")
+    client = Client()
+    client.post("/login/", {"username": "bob", "password": "bob-password"})
+    logged_in = client.cookies["sessionid"].value
+    client.post("/logout/")
+    assert r.exists(keys.session_hash("session_ng", logged_in)) == 0
+    assert r.exists(keys.user_index("session_ng", str(user.pk))) == 0
+    assert client.get("/api/session/").json()["user"] is None
+
+
+def test_a_forged_cookie_gets_a_fresh_session_and_writes_no_junk(r: redis.Redis) -> None:
+    client = Client()
+    for forged in ("x" * 32, "../../etc/passwd", "{abc}*", "A" * 40):
+        client.cookies["sessionid"] = forged
+        response = client.get("/")
+        assert response.context["visits"] == 1
+        new = client.cookies["sessionid"].value
+        assert new != forged
+        assert keys.is_valid_session_key(new)
+    assert len(session_keys_in(r)) == 4
+    assert all(keys.is_valid_session_key(k) for k in session_keys_in(r))
+
+
+async def test_requests_through_asgi(r: redis.Redis) -> None:
+    client = AsyncClient()
+    response = await client.post("/api/session/", {"colour": "blue"})
+    assert response.json()["session"] == {"colour": "blue"}
+    key = client.cookies["sessionid"].value
+    assert r.hget(keys.session_hash("session_ng", key), "attr:colour") == b'"blue"'
+    response = await client.get("/api/session/")
+    assert response.json()["session"] == {"colour": "blue"}

@@ -1,0 +1,106 @@
+"""clear_expired() / manage.py clearsessions: the expiration-bucket sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+
+import redis
+from django.core.management import call_command
+
+from session_ng import keys, repository
+from session_ng.backends.redis import SessionStore, now_ms
+
+NS = "session_ng"
+
+
+def logged_in(user: str, expiry: int) -> SessionStore:
+    s = SessionStore()
+    s["_auth_user_id"] = user
+    s["data"] = user
+    s.set_expiry(expiry)
+    s.save()
+    return s
+
+
+def test_sweep_reports_expired_sessions_and_prunes_the_user_index(r: redis.Redis) -> None:
+    gone = logged_in("1", 1)
+    alive = logged_in("1", 3600)
+    time.sleep(1.05)
+    # Sweep as if we were past the minute the short session was filed under.
+    bucket = int(r.hget(keys.session_hash(NS, gone.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
+    assert [e.session_key for e in report.expired] == [gone.session_key]
+    (ended,) = report.expired
+    assert isinstance(ended.record, repository.Record)
+    assert ended.record.user == "1"
+    assert ended.record.attributes["data"] == b'"1"'
+    assert r.smembers(keys.user_index(NS, "1")) == {alive.session_key.encode()}  # type: ignore[union-attr]
+    assert r.exists(keys.expiration_bucket(NS, bucket)) == 0
+    assert r.get(keys.sweep_cursor(NS)) == str(bucket).encode()
+
+
+def test_a_slid_session_is_refiled_not_expired(r: redis.Redis) -> None:
+    s = logged_in("2", 120)
+    key = s.session_key
+    assert key is not None
+    hash_key = keys.session_hash(NS, key)
+    old_bucket = int(r.hget(hash_key, "bucket") or 0)
+    # The idle timer slid well past the bucket it was filed under.
+    r.pexpire(keys.session_shadow(NS, key), 3_600_000)
+    report = repository.run(repository.sweep(NS, old_bucket * 60000 + 1))
+    assert report.expired == []
+    assert report.refiled == 1
+    new_bucket = int(r.hget(hash_key, "bucket") or 0)
+    assert new_bucket - old_bucket >= 55
+    assert r.smembers(keys.expiration_bucket(NS, new_bucket)) == {key.encode()}
+    assert r.exists(keys.expiration_bucket(NS, old_bucket)) == 0
+    # The user index now lives at least as long as the session's new bucket.
+    assert r.pexpiretime(keys.user_index(NS, "2")) >= new_bucket * 60000
+
+
+def test_deleted_members_are_dropped(r: redis.Redis) -> None:
+    s = logged_in("3", 60)
+    bucket = int(r.hget(keys.session_hash(NS, s.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    s.delete()
+    r.sadd(keys.expiration_bucket(NS, bucket), "NOT-A-KEY")
+    report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
+    assert (report.expired, report.refiled, report.dropped) == ([], 0, 2)
+    assert r.exists(keys.expiration_bucket(NS, bucket)) == 0
+
+
+def test_sweep_only_looks_at_due_buckets_and_remembers_where_it_was(r: redis.Redis) -> None:
+    s = logged_in("4", 3600)
+    hash_key = keys.session_hash(NS, s.session_key)  # type: ignore[arg-type]
+    bucket_key = keys.expiration_bucket(NS, int(r.hget(hash_key, "bucket") or 0))
+    now = now_ms()
+    report = repository.run(repository.sweep(NS, now))
+    assert (report.expired, report.refiled) == ([], 0)
+    assert report.buckets == repository.SWEEP_LOOKBACK_MINUTES + 1
+    assert r.sismember(bucket_key, s.session_key)  # type: ignore[arg-type]
+    # The cursor means a second sweep in the same minute has nothing to do.
+    assert repository.run(repository.sweep(NS, now)).buckets == 0
+    assert repository.run(repository.sweep(NS, now + 60_000)).buckets == 1
+
+
+def test_clearsessions_command_sweeps(r: redis.Redis) -> None:
+    s = logged_in("5", 1)
+    key = s.session_key
+    bucket = int(r.hget(keys.session_hash(NS, key), "bucket") or 0)  # type: ignore[arg-type]
+    time.sleep(1.05)
+    # Make that bucket due now by filing the session under the current minute.
+    due = now_ms() // 60000
+    r.rename(keys.expiration_bucket(NS, bucket), keys.expiration_bucket(NS, due))
+    call_command("clearsessions", stdout=io.StringIO())
+    assert r.exists(keys.expiration_bucket(NS, due)) == 0
+    assert r.exists(keys.user_index(NS, "5")) == 0
+
+
+async def test_async_sweep_matches_sync(r: redis.Redis) -> None:
+    s = logged_in("6", 1)
+    bucket = int(r.hget(keys.session_hash(NS, s.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    await asyncio.sleep(1.05)
+    report = await repository.arun(repository.sweep(NS, bucket * 60000 + 1))
+    assert [e.session_key for e in report.expired] == [s.session_key]
+    assert r.exists(keys.user_index(NS, "6")) == 0
