@@ -39,7 +39,7 @@ def free_port() -> int:
 def find_binary(name: str = "redis-server") -> str:
     env_name = name.upper().replace("-", "_")
     path = os.environ.get(env_name) or shutil.which(name)
-    if not path:
+    if not path or not os.access(path, os.X_OK):
         raise RedisServerMissing(INSTALL_HINT)
     return path
 

@@ -1,0 +1,26 @@
+"""The test harness itself: a missing redis-server is an error, never a skip."""
+
+from __future__ import annotations
+
+import pytest
+
+from testproject.redis_server import RedisServer, RedisServerMissing
+
+
+def test_missing_binary_fails_with_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    with pytest.raises(RedisServerMissing, match="apt-get install redis-server"):
+        RedisServer().start()
+
+
+def test_a_wrong_redis_server_path_fails_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_SERVER", "/nonexistent/redis-server")
+    with pytest.raises(RedisServerMissing):
+        RedisServer().start()
+
+
+def test_servers_are_private_and_keep_nothing_on_disk(redis_server: RedisServer, r) -> None:  # type: ignore[no-untyped-def]
+    config = r.config_get("save") | r.config_get("appendonly") | r.config_get("bind")
+    assert config == {"save": "", "appendonly": "no", "bind": "127.0.0.1"}
+    assert r.config_get("dir")["dir"] == str(redis_server.dir)
