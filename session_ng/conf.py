@@ -151,6 +151,15 @@ class Settings:
                     "session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number."
                 )
             )
+        if self.CLUSTER and not alias:
+            found.append(
+                Problem(
+                    "session_ng.E012",
+                    "SESSION_NG['CLUSTER'] is not supported yet: saves and key rotation still "
+                    "touch keys in several hash slots in one script.",
+                    "Use a standalone Redis or Sentinel until Cluster support lands.",
+                )
+            )
         if self.CLUSTER and alias:
             found.append(
                 Problem(

@@ -164,7 +164,9 @@ def _async_client_for_cache(alias: str) -> Any:
     """
     cache = django_settings.CACHES[alias]
     location = cache.get("LOCATION")
-    url = location[0] if isinstance(location, list | tuple) else str(location)
+    # django-redis takes a list or a comma-separated string; the first is the primary.
+    locations = location if isinstance(location, list | tuple) else str(location).split(",")
+    url = str(locations[0]).strip()
     options: dict[str, Any] = dict(cache.get("OPTIONS", {}))
     kwargs: dict[str, Any] = dict(options.get("CONNECTION_POOL_KWARGS", {}))
     kwargs.pop("connection_class", None)

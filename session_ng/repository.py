@@ -333,6 +333,9 @@ class SavePlan:
     # An update without a baseline (the store never loaded the session): the
     # attributes sent become the whole session.
     replace_all: bool = False
+    # This save changed the expiry (set_expiry), rather than carrying the
+    # values it loaded; only then may it overwrite what is stored.
+    sets_expiry: bool = True
 
 
 def bucket_minute(expiry_ms: int) -> int:
@@ -376,6 +379,7 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
         layout,
         plan.session_key,
         plan.replaces or "",
+        "1" if plan.sets_expiry else "0",
         len(plan.to_set),
     ]
     for name, value in plan.to_set.items():

@@ -7,12 +7,19 @@ free loopback port for as long as the demo runs.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from testproject.redis_server import RedisServer
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Turn SIGTERM into a normal exit so the private redis-server is stopped.
+    raise SystemExit(0)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
     server = None
     if not os.environ.get("REDIS_URL"):

@@ -51,6 +51,11 @@ def test_cluster_with_cache_alias_is_refused(settings) -> None:  # type: ignore[
     assert [m.id for m in check_settings()] == ["session_ng.E011"]
 
 
+def test_e012_cluster_is_refused_until_it_is_supported(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**REDIS, "CLUSTER": True}
+    assert [m.id for m in check_settings()] == ["session_ng.E012"]
+
+
 def test_w001_when_the_engine_is_not_session_ng(settings) -> None:  # type: ignore[no-untyped-def]
     settings.SESSION_NG = REDIS
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"

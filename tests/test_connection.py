@@ -61,3 +61,12 @@ def test_settings_changes_get_a_new_client(settings, redis_server) -> None:  # t
 async def test_one_async_client_per_event_loop() -> None:
     a = await connection.get_async_client()
     assert await connection.get_async_client() is a
+
+
+async def test_cache_alias_with_a_comma_separated_location(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings.CACHES = django_redis_cache(f"{redis_server.url},redis://127.0.0.1:1/0")
+    settings.SESSION_NG = {"CACHE_ALIAS": "sessions"}
+    s = SessionStore()
+    await s.aset("a", 1)
+    await s.asave()  # async client: the primary is the first location
+    assert SessionStore(s.session_key)["a"] == 1  # sync client: django-redis's own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 import redis
@@ -44,20 +45,29 @@ def test_undecodable_attribute_is_logged_dropped_and_left_in_place(
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_inactive", b"soon"), ("accessed", b""), ("accessed", b"\x00\x01")],
+    [
+        ("max_inactive", b"soon"),
+        ("accessed", b""),
+        ("accessed", b"\x00\x01"),
+        ("created", b"yesterday"),
+        ("expires_at", b"never"),
+        ("bucket", b"{}"),
+    ],
 )
 def test_unreadable_metadata_means_no_session_and_nothing_written(
     r: redis.Redis, caplog: pytest.LogCaptureFixture, field: str, value: bytes
 ) -> None:
     s, name = make(a=1)
     r.hset(name, field, value)
+    time.sleep(0.06)
     before = r.hgetall(name)
     with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
         t = SessionStore(s.session_key)
         assert t.get("a") is None
     assert t.session_key is None
     assert "unreadable metadata" in caplog.text
-    assert r.hgetall(name) == before
+    assert r.hgetall(name) == before  # "accessed" not bumped: nothing written
+    assert r.pttl(name) < 1209600 * 1000 + 300_000 - 50  # TTL not slid either
 
 
 def test_missing_metadata_field_is_corrupt(r: redis.Redis) -> None:

@@ -145,3 +145,31 @@ def test_expiry_in_the_past_ends_the_session_at_once(r: redis.Redis) -> None:
     s = saved_with(-timedelta(seconds=10))
     assert r.exists(shadow_key(s)) == 0
     assert SessionStore(s.session_key).load() == {}
+
+
+def test_a_stale_writer_does_not_undo_a_concurrent_set_expiry(r: redis.Redis) -> None:
+    s = saved_with(None)
+    a, b = SessionStore(s.session_key), SessionStore(s.session_key)
+    a.load()
+    a._session_cache = a.load()
+    b._session_cache = b.load()
+    a.set_expiry(600)
+    a.save()
+    bucket = r.hget(hash_key(s), "bucket")
+    b["other"] = 1  # b never touched the expiry
+    b.save()
+    stored = r.hgetall(hash_key(s))
+    assert stored[b"max_inactive"] == b"600"
+    assert stored[b"attr:_session_expiry"] == b"600"
+    assert stored[b"attr:other"] == b"1"
+    assert stored[b"bucket"] == bucket
+    assert 598_000 < r.pttl(shadow_key(s)) <= 600_000
+
+
+def test_a_writer_that_sets_the_expiry_wins_over_what_is_stored(r: redis.Redis) -> None:
+    s = saved_with(600)
+    b = SessionStore(s.session_key)
+    b.set_expiry(120)
+    b.save()
+    assert r.hget(hash_key(s), "max_inactive") == b"120"
+    assert 118_000 < r.pttl(shadow_key(s)) <= 120_000

@@ -229,6 +229,9 @@ class SessionStore(SessionBase):
             user_changed=user != (old.user if old is not None else None) or create,
             replaces=replaces.session_key if replaces is not None else None,
             replace_all=not create and baseline is None,
+            sets_expiry=(
+                baseline is None or EXPIRY_KEY in to_set or EXPIRY_KEY in to_delete or create
+            ),
         )
 
     def _finish(self, plan: SavePlan, status: str) -> None:
@@ -292,9 +295,12 @@ class SessionStore(SessionBase):
     async def acycle_key(self) -> None:
         data = await self._aget_session()
         old = self._record if self.session_key is not None else None
-        if old is None:
+        if old is None:  # Django's way: a new session, then the old key deleted
+            key = self.session_key
             await self.acreate()
             self._session_cache = data
+            if key:
+                await self.adelete(key)
             return
         while True:
             self._session_key = await self._aget_new_session_key()

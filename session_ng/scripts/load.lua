@@ -13,14 +13,22 @@ if #fields == 0 then return nil end
 if redis.call('EXISTS', KEYS[2]) == 0 then return nil end
 
 local now = tonumber(ARGV[1])
-local accessed, max_inactive, expires_at, accessed_at
+local accessed, max_inactive, expires_at, created, accessed_at
+local malformed = false
 for i = 1, #fields, 2 do
-  local name = fields[i]
-  if name == 'accessed' then accessed = tonumber(fields[i + 1]); accessed_at = i + 1
-  elseif name == 'max_inactive' then max_inactive = tonumber(fields[i + 1])
-  elseif name == 'expires_at' then expires_at = tonumber(fields[i + 1]) end
+  local name, value = fields[i], fields[i + 1]
+  if name == 'accessed' then accessed = tonumber(value); accessed_at = i + 1
+  elseif name == 'max_inactive' then max_inactive = tonumber(value)
+  elseif name == 'created' then created = tonumber(value)
+  elseif name == 'expires_at' or name == 'bucket' then
+    if tonumber(value) == nil then malformed = true end
+    if name == 'expires_at' then expires_at = tonumber(value) end
+  end
 end
-if accessed == nil or max_inactive == nil then return {'corrupt', fields} end
+-- Unreadable metadata: report it and write nothing (no TTL is slid).
+if malformed or accessed == nil or max_inactive == nil or created == nil then
+  return {'corrupt', fields}
+end
 
 -- Redis expires the shadow key lazily to the millisecond, but check the clock
 -- ourselves too so a session is never served past its end.

@@ -13,7 +13,9 @@
 --   | 4 expires_at ms or "" | 5 grace ms | 6 created ms or "" (now)
 --   | 7 bucket minute or "" | 8 user op: "" unchanged, "-" logged out, "=<id>"
 --   | 9 layout | 10 session key | 11 replaced session key or ""
---   | 12 n_set, then n_set name/value pairs | then n_del, then n_del names
+--   | 12 "1" if this save sets the expiry (ARGV 3-4), "0" if it only carries
+--     the values the caller loaded | 13 n_set, then n_set name/value pairs
+--   | then n_del, then n_del names
 --
 -- Modes: "create" (the key must be free), "update" (the session must be
 -- alive; only the listed attributes change), "replace" (an update whose
@@ -43,8 +45,23 @@ for letter in string.gmatch(ARGV[9], '.') do
   if letter == 'r' then slot['r2'] = KEYS[k]; k = k + 1 end
 end
 
+-- The expiry. A save that did not change it must not undo a concurrent
+-- request's set_expiry(): when the stored values differ from what the caller
+-- loaded, they win, and so does the bucket that request filed the session in.
+local max_inactive_arg, expires_at_arg = ARGV[3], ARGV[4]
+local keep_bucket = false
+if mode ~= 'create' and ARGV[12] ~= '1' then
+  local stored = redis.call('HMGET', hash, 'max_inactive', 'expires_at')
+  local stored_mi, stored_ea = stored[1] or '', stored[2] or ''
+  if tonumber(stored_mi) ~= nil and (stored_ea == '' or tonumber(stored_ea) ~= nil)
+      and (stored_mi ~= max_inactive_arg or stored_ea ~= expires_at_arg) then
+    max_inactive_arg, expires_at_arg = stored_mi, stored_ea
+    keep_bucket = true
+  end
+end
+
 -- The attributes.
-local pos = 12
+local pos = 13
 local n_set = tonumber(ARGV[pos]); pos = pos + 1
 if mode == 'replace' then
   local keep = {}
@@ -65,14 +82,14 @@ if n_del > 0 then
 end
 
 -- The metadata.
-redis.call('HSET', hash, 'accessed', ARGV[1], 'max_inactive', ARGV[3])
+redis.call('HSET', hash, 'accessed', ARGV[1], 'max_inactive', max_inactive_arg)
 if mode == 'create' then
   local created = ARGV[6]
   if created == '' then created = ARGV[1] end
   redis.call('HSET', hash, 'created', created)
 end
-if ARGV[4] ~= '' then
-  redis.call('HSET', hash, 'expires_at', ARGV[4])
+if expires_at_arg ~= '' then
+  redis.call('HSET', hash, 'expires_at', expires_at_arg)
 else
   redis.call('HDEL', hash, 'expires_at')
 end
@@ -85,10 +102,10 @@ end
 
 -- The life: the shadow key lives exactly as long as the session, the hash
 -- for the grace period longer so that the expired event can still read it.
-local max_inactive = tonumber(ARGV[3])
+local max_inactive = tonumber(max_inactive_arg)
 local life
-if ARGV[4] ~= '' then
-  life = tonumber(ARGV[4]) - now
+if expires_at_arg ~= '' then
+  life = tonumber(expires_at_arg) - now
 elseif max_inactive >= 0 then
   life = max_inactive * 1000
 end
@@ -109,8 +126,12 @@ local leaving = session_key
 if slot['r'] then leaving = ARGV[11] end
 
 -- The expiration bucket: filed under the minute its life ends, rounded up.
-if slot['x'] then redis.call('SREM', slot['x'], leaving) end
-if slot['b'] then
+if keep_bucket then
+  -- filed by the request that set the stored expiry
+elseif slot['x'] then redis.call('SREM', slot['x'], leaving) end
+if keep_bucket then
+  -- idem
+elseif slot['b'] then
   redis.call('SADD', slot['b'], session_key)
   redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + grace)
   redis.call('HSET', hash, 'bucket', ARGV[7])
