@@ -44,8 +44,42 @@ class Problem:
     hint: str = ""
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The settings one request needs, read once per ``SESSION_NG`` object."""
+
+    namespace: str
+    refresh_on_access: bool
+    client_key: tuple[Any, ...]
+
+
 class Settings:
-    """Attribute access to ``SESSION_NG`` merged over ``DEFAULTS``."""
+    """Attribute access to ``SESSION_NG`` merged over ``DEFAULTS``.
+
+    Reads are live. The hot path uses ``snapshot()``, which is rebuilt whenever
+    ``settings.SESSION_NG`` or ``settings.CACHES`` is a different object (as
+    after ``override_settings`` or an assignment): Django settings are replaced,
+    not mutated in place.
+    """
+
+    _snapshot: tuple[object, object, Snapshot] | None = None
+
+    def snapshot(self) -> Snapshot:
+        raw = getattr(django_settings, "SESSION_NG", None)
+        caches = getattr(django_settings, "CACHES", None)
+        cached = self._snapshot
+        # Holding raw and caches in the cache keeps their ids from being reused.
+        if cached is not None and cached[0] is raw and cached[1] is caches:
+            return cached[2]
+        alias = self.CACHE_ALIAS
+        cache_conf = repr(caches.get(alias)) if alias and isinstance(caches, dict) else None
+        snap = Snapshot(
+            namespace=str(self.NAMESPACE),
+            refresh_on_access=bool(self.REFRESH_ON_ACCESS),
+            client_key=(self.REDIS_URL, alias, cache_conf, bool(self.CLUSTER), self.SOCKET_TIMEOUT),
+        )
+        self._snapshot = (raw, caches, snap)
+        return snap
 
     def _raw(self) -> dict[str, Any]:
         value = getattr(django_settings, "SESSION_NG", {})
@@ -56,14 +90,13 @@ class Settings:
             raise AttributeError(f"SESSION_NG has no setting {name!r}")
         return self._raw().get(name, DEFAULTS[name])
 
-    # Typed accessors for the settings the engine reads on every request.
     @property
     def namespace(self) -> str:
-        return str(self.NAMESPACE)
+        return self.snapshot().namespace
 
     @property
     def refresh_on_access(self) -> bool:
-        return bool(self.REFRESH_ON_ACCESS)
+        return self.snapshot().refresh_on_access
 
     def problems(self) -> list[Problem]:
         found: list[Problem] = []

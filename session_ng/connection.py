@@ -37,9 +37,7 @@ _sync_clients: dict[tuple[Any, ...], Any] = {}
 
 
 def _config_key() -> tuple[Any, ...]:
-    alias = conf.CACHE_ALIAS
-    cache_conf = repr(django_settings.CACHES.get(alias)) if alias else None
-    return (conf.REDIS_URL, alias, cache_conf, bool(conf.CLUSTER), conf.SOCKET_TIMEOUT)
+    return conf.snapshot().client_key
 
 
 def _check_settings() -> None:

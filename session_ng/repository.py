@@ -239,35 +239,44 @@ def _short(session_key: str) -> str:
     return session_key[:6] + "…"
 
 
+_META_FIELDS = (b"created", b"accessed", b"max_inactive", b"expires_at", b"user", b"bucket")
+_ATTR_PREFIX = ATTR_PREFIX.encode()
+
+
 def parse_record(session_key: str, fields: Sequence[bytes]) -> Record | Corrupt:
-    meta: dict[str, str] = {}
+    """Turn HGETALL's flat reply into a Record (on the hot path: keep it lean)."""
+    stored = dict(zip(fields[::2], fields[1::2], strict=True))
+    meta = {name: stored.pop(name, None) for name in _META_FIELDS}
     attributes: dict[str, bytes] = {}
-    for i in range(0, len(fields) - 1, 2):
-        raw_name, value = fields[i], fields[i + 1]
+    cut = len(_ATTR_PREFIX)
+    for raw_name, value in stored.items():
+        if not raw_name.startswith(_ATTR_PREFIX):
+            continue  # a field of a later version: ignored, kept
         try:
-            name = raw_name.decode()
+            attributes[raw_name[cut:].decode()] = value
         except UnicodeDecodeError:
             security_logger.warning(
                 "Session data corrupted: undecodable field name in session %s dropped",
                 _short(session_key),
             )
-            continue
-        if name.startswith(ATTR_PREFIX):
-            attributes[name[len(ATTR_PREFIX) :]] = value
-        else:
-            meta[name] = value.decode("latin-1")
     try:
+        created, accessed, max_inactive = (
+            int(meta[b"created"]),  # type: ignore[arg-type]
+            int(meta[b"accessed"]),  # type: ignore[arg-type]
+            int(meta[b"max_inactive"]),  # type: ignore[arg-type]
+        )
+        expires_at, bucket, user = meta[b"expires_at"], meta[b"bucket"], meta[b"user"]
         return Record(
             session_key=session_key,
-            created=int(meta["created"]),
-            accessed=int(meta["accessed"]),
-            max_inactive=int(meta["max_inactive"]),
-            expires_at=int(meta["expires_at"]) if meta.get("expires_at") else None,
-            user=meta.get("user") or None,
-            bucket=int(meta["bucket"]) if meta.get("bucket") else None,
+            created=created,
+            accessed=accessed,
+            max_inactive=max_inactive,
+            expires_at=int(expires_at) if expires_at else None,
+            user=user.decode() if user else None,
+            bucket=int(bucket) if bucket else None,
             attributes=attributes,
         )
-    except (KeyError, ValueError):
+    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
         security_logger.warning(
             "Session data corrupted: unreadable metadata in session %s; treated as absent",
             _short(session_key),

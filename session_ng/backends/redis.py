@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,6 @@ from django.contrib.sessions.backends.base import (
     UpdateError,
 )
 from django.utils import timezone
-from django.utils.crypto import get_random_string
 
 from session_ng import repository
 from session_ng.conf import conf
@@ -39,8 +39,28 @@ USER_KEY = "_auth_user_id"
 NEVER_EXPIRES_COOKIE_AGE = 400 * 24 * 3600
 
 
+# os.urandom bytes below 252 (= 7 * 36) map uniformly onto the 36 characters
+# Django uses for keys; the rest are discarded (rejection sampling, no bias).
+_KEY_TABLE = bytes(VALID_KEY_CHARS.encode()[i % 36] for i in range(256))
+_KEY_REJECT = bytes(range(252, 256))
+KEY_LENGTH = 32
+
+
+def new_session_key() -> str:
+    """32 characters of [a-z0-9] from the OS's CSPRNG (~165 bits)."""
+    key = b""
+    while len(key) < KEY_LENGTH:
+        key += os.urandom(KEY_LENGTH + 8).translate(_KEY_TABLE, _KEY_REJECT)
+    return key[:KEY_LENGTH].decode()
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+# Values whose serialized form cannot change while the object stays the same.
+IMMUTABLE_TYPES = frozenset({str, int, float, bool, type(None), bytes})
+_MISSING = object()
 
 
 def _as_bytes(value: bytes | str) -> bytes:
@@ -60,6 +80,9 @@ class SessionStore(SessionBase):
         # What Redis held for this key at load or after our last save: the
         # baseline that the per-attribute delta is computed against.
         self._record: Record | None = None
+        # The decoded values as loaded (or last saved): an attribute that is
+        # still the very same immutable object need not be serialized again.
+        self._loaded_values: dict[str, Any] = {}
 
     # --- keys ----------------------------------------------------------------
 
@@ -71,7 +94,7 @@ class SessionStore(SessionBase):
     def _get_new_session_key(self) -> str:
         # No EXISTS round trip: save(must_create=True) refuses a taken key
         # atomically, and create() then draws another.
-        return get_random_string(32, VALID_KEY_CHARS)
+        return new_session_key()
 
     async def _aget_new_session_key(self) -> str:
         return self._get_new_session_key()
@@ -82,8 +105,9 @@ class SessionStore(SessionBase):
         key = self.session_key
         if key is None:
             return {}
+        snap = conf.snapshot()
         loaded = repository.run(
-            repository.load(conf.namespace, key, now_ms(), conf.refresh_on_access)
+            repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
         )
         return self._accept(loaded)
 
@@ -91,8 +115,9 @@ class SessionStore(SessionBase):
         key = self.session_key
         if key is None:
             return {}
+        snap = conf.snapshot()
         loaded = await repository.arun(
-            repository.load(conf.namespace, key, now_ms(), conf.refresh_on_access)
+            repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
         )
         return self._accept(loaded)
 
@@ -120,6 +145,7 @@ class SessionStore(SessionBase):
             good[name] = raw
         loaded.attributes = good
         self._record = loaded
+        self._loaded_values = dict(data)
         return data
 
     # --- exists / create / save ----------------------------------------------
@@ -186,8 +212,19 @@ class SessionStore(SessionBase):
         """What a save must write, or None when it would change nothing."""
         assert self.session_key is not None
         serializer = self.serializer()
-        current = {name: _as_bytes(serializer.dumps(value)) for name, value in data.items()}
         baseline = None if create else self._record
+        known = baseline.attributes if baseline is not None else {}
+        loaded = self._loaded_values
+        current: dict[str, bytes] = {}
+        for name, value in data.items():
+            if (
+                type(value) in IMMUTABLE_TYPES
+                and name in known
+                and loaded.get(name, _MISSING) is value
+            ):
+                current[name] = known[name]
+            else:
+                current[name] = _as_bytes(serializer.dumps(value))
         if baseline is None:
             to_set, to_delete = current, []
         else:
@@ -257,6 +294,7 @@ class SessionStore(SessionBase):
         for name in plan.to_delete:
             record.attributes.pop(name, None)
         self._record = record
+        self._loaded_values = dict(self._session_cache)
 
     def _expiry_fields(self, data: dict[str, Any]) -> tuple[int, int | None]:
         """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""

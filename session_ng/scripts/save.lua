@@ -37,6 +37,16 @@ elseif redis.call('EXISTS', hash, shadow) < 2 then
   return 'gone'
 end
 
+-- Every hash write of this save is collected and sent as one HSET and one
+-- HDEL (in chunks, so a session with thousands of attributes stays within
+-- Lua's unpack() limit): fewer redis.call()s is most of a script's cost.
+local to_set, to_delete = {}, {}
+local function flush(command, list)
+  for i = 1, #list, 4000 do
+    redis.call(command, hash, unpack(list, i, math.min(i + 3999, #list)))
+  end
+end
+
 local slot = {}
 local k = 3
 for letter in string.gmatch(ARGV[9], '.') do
@@ -68,36 +78,35 @@ if mode == 'replace' then
   for i = pos, pos + 2 * n_set - 1, 2 do keep[ARGV[i]] = true end
   for _, name in ipairs(redis.call('HKEYS', hash)) do
     if string.sub(name, 1, 5) == 'attr:' and not keep[name] then
-      redis.call('HDEL', hash, name)
+      to_delete[#to_delete + 1] = name
     end
   end
 end
-if n_set > 0 then
-  redis.call('HSET', hash, unpack(ARGV, pos, pos + 2 * n_set - 1))
-  pos = pos + 2 * n_set
-end
+for i = pos, pos + 2 * n_set - 1 do to_set[#to_set + 1] = ARGV[i] end
+pos = pos + 2 * n_set
 local n_del = tonumber(ARGV[pos]); pos = pos + 1
-if n_del > 0 then
-  redis.call('HDEL', hash, unpack(ARGV, pos, pos + n_del - 1))
-end
+for i = pos, pos + n_del - 1 do to_delete[#to_delete + 1] = ARGV[i] end
 
 -- The metadata.
-redis.call('HSET', hash, 'accessed', ARGV[1], 'max_inactive', max_inactive_arg)
+local function put(name, value)
+  to_set[#to_set + 1] = name
+  to_set[#to_set + 1] = value
+end
+put('accessed', ARGV[1])
+put('max_inactive', max_inactive_arg)
 if mode == 'create' then
-  local created = ARGV[6]
-  if created == '' then created = ARGV[1] end
-  redis.call('HSET', hash, 'created', created)
+  put('created', ARGV[6] ~= '' and ARGV[6] or ARGV[1])
 end
 if expires_at_arg ~= '' then
-  redis.call('HSET', hash, 'expires_at', expires_at_arg)
-else
-  redis.call('HDEL', hash, 'expires_at')
+  put('expires_at', expires_at_arg)
+elseif mode ~= 'create' then
+  to_delete[#to_delete + 1] = 'expires_at'
 end
 local user_op = ARGV[8]
 if user_op == '-' then
-  redis.call('HDEL', hash, 'user')
+  if mode ~= 'create' then to_delete[#to_delete + 1] = 'user' end
 elseif user_op ~= '' then
-  redis.call('HSET', hash, 'user', string.sub(user_op, 2))
+  put('user', string.sub(user_op, 2))
 end
 
 -- The life: the shadow key lives exactly as long as the session, the hash
@@ -109,6 +118,29 @@ if expires_at_arg ~= '' then
 elseif max_inactive >= 0 then
   life = max_inactive * 1000
 end
+
+-- On a rotation the replaced key is the one that leaves its bucket and index.
+local leaving = session_key
+if slot['r'] then leaving = ARGV[11] end
+
+-- The expiration bucket: filed under the minute its life ends, rounded up.
+-- With keep_bucket, the request that set the stored expiry filed it.
+if not keep_bucket then
+  if slot['x'] then redis.call('SREM', slot['x'], leaving) end
+  if slot['b'] then
+    redis.call('SADD', slot['b'], session_key)
+    redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + grace)
+    put('bucket', ARGV[7])
+  elseif life == nil and mode ~= 'create' then
+    to_delete[#to_delete + 1] = 'bucket'
+  end
+end
+
+-- The hash itself; HDEL first, as "replace" may list a name that is also set.
+if #to_delete > 0 then flush('HDEL', to_delete) end
+flush('HSET', to_set)
+
+-- Its TTLs, now that it exists.
 if life == nil then
   redis.call('SET', shadow, '')
   redis.call('PERSIST', hash)
@@ -119,24 +151,6 @@ else
   -- An expiry date already past: the session ends now.
   redis.call('DEL', shadow)
   redis.call('PEXPIRE', hash, grace)
-end
-
--- On a rotation the replaced key is the one that leaves its bucket and index.
-local leaving = session_key
-if slot['r'] then leaving = ARGV[11] end
-
--- The expiration bucket: filed under the minute its life ends, rounded up.
-if keep_bucket then
-  -- filed by the request that set the stored expiry
-elseif slot['x'] then redis.call('SREM', slot['x'], leaving) end
-if keep_bucket then
-  -- idem
-elseif slot['b'] then
-  redis.call('SADD', slot['b'], session_key)
-  redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + grace)
-  redis.call('HSET', hash, 'bucket', ARGV[7])
-elseif life == nil then
-  redis.call('HDEL', hash, 'bucket')
 end
 
 -- The user index: its TTL covers the longest-lived session it lists.
