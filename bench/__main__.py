@@ -1,0 +1,59 @@
+"""``python -m bench [--no-write]``: measure every engine, print, record in the docs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from testproject.redis_server import RedisServer
+
+
+def progress(message: str) -> None:
+    # stderr, so that stdout is the table alone.
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the table only; leave the docs alone"
+    )
+    args = parser.parse_args(argv)
+
+    # A private server: figures never depend on, or touch, the machine's Redis.
+    with RedisServer() as server, tempfile.TemporaryDirectory(prefix="session-ng-bench-") as tmp:
+        # Django can be configured only now that the server's port is known,
+        # so everything that imports Django models is imported after this.
+        from bench.settings import configure, prepare_database
+
+        configure(server.url, server.port, Path(tmp) / "bench.sqlite3")
+        prepare_database()
+
+        from django.db import connections
+
+        from bench.client import prepare_login
+        from bench.engines import ENGINES
+        from bench.measure import measure_all
+        from bench.report import environment, render
+        from session_ng import connection as session_ng_connection
+
+        user_pks = prepare_login()
+        results = measure_all(ENGINES, server.url, user_pks, progress)
+        text = render(results, environment(server.url))
+        # Close what is open on the server and the database before both go.
+        session_ng_connection.reset()
+        connections.close_all()
+
+    print(text)
+    if not args.no_write:
+        from bench.record import DOC, record
+
+        record(text)
+        print(f"\nrecorded in {DOC}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Turning the figures into the table, the target check and the version line."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+
+import redis
+
+from bench.engines import CACHE, OURS, Engine
+from bench.measure import KINDS, WRITES, EngineFigures
+
+Results = dict[Engine, EngineFigures]
+
+# Round-trip and query columns list the kinds in this order.
+COUNTED = (*KINDS, "untouched")
+COUNTED_LEGEND = "/".join(kind[0] for kind in COUNTED)  # n/r/w/l/u
+# Written by name: ruff (RUF001) rightly flags a literal one as look-alike of "x".
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+def times(ratio: float) -> str:
+    return f"{ratio:.2f}{TIMES}"
+
+
+def known(value: float | None) -> float:
+    """A figure every engine in the comparison has (timings; bytes for Redis ones)."""
+    if value is None:
+        raise ValueError("figure missing")
+    return value
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    wanted: str
+    # Our figure as printed, and whether it meets the target (None: report only).
+    check: Callable[[Results], tuple[str, bool | None]]
+
+
+def _ratio(results: Results, kind: str) -> float:
+    return known(results[OURS].kinds[kind].micros) / known(results[CACHE].kinds[kind].micros)
+
+
+def _time_target(kind: str, limit: float) -> Target:
+    def check(results: Results) -> tuple[str, bool | None]:
+        ratio = _ratio(results, kind)
+        return times(ratio), ratio <= limit
+
+    return Target(f"{kind} time", f"<= {times(limit)} cache", check)
+
+
+def _round_trip_target(kind: str, wanted: int) -> Target:
+    def check(results: Results) -> tuple[str, bool | None]:
+        span = results[OURS].kinds[kind].round_trips
+        return str(span), span.low == span.high == wanted
+
+    return Target(f"{kind} round trips", f"= {wanted}", check)
+
+
+def _lost_target(results: Results) -> tuple[str, bool | None]:
+    lost = results[OURS].lost_writes
+    return f"{lost.lost}/{WRITES} ({lost.errors} errors)", lost.lost == 0 and lost.errors == 0
+
+
+def _bytes_target(results: Results) -> tuple[str, bool | None]:
+    ours = known(results[OURS].bytes_per_session)
+    reference = known(results[CACHE].bytes_per_session)
+    # Report only: the extra keys buy expiry events and per-user listing.
+    return times(ours / reference), None
+
+
+TARGETS = (
+    _time_target("read", 1.0),
+    _time_target("write", 0.8),
+    _time_target("new", 0.8),
+    _round_trip_target("read", 1),
+    _round_trip_target("write", 2),
+    _round_trip_target("untouched", 0),
+    Target("lost writes", "= 0", _lost_target),
+    Target("bytes/session", f"<= {times(2)} cache (report only)", _bytes_target),
+)
+
+
+def _cells(engine: Engine, figures: EngineFigures, reference: EngineFigures) -> list[str]:
+    cells = [engine.label]
+    for kind in KINDS:
+        micros = known(figures.kinds[kind].micros)
+        base = known(reference.kinds[kind].micros)
+        cells.append(f"{micros:.0f} ({times(micros / base)})")
+    cells.append("/".join(str(figures.kinds[k].round_trips) for k in COUNTED))
+    if engine.sql:
+        cells.append("/".join(str(figures.kinds[k].queries) for k in COUNTED))
+    else:
+        cells.append("-")
+    lost = figures.lost_writes
+    cells.append(f"{lost.lost}/{WRITES}" + (f" ({lost.errors} err)" if lost.errors else ""))
+    size, base_size = figures.bytes_per_session, reference.bytes_per_session
+    if size is None or base_size is None:
+        cells.append("n/a")
+    else:
+        cells.append(f"{size:.0f} ({times(size / base_size)})")
+    return cells
+
+
+HEADERS = [
+    "engine",
+    "new µs",
+    "read µs",
+    "write µs",
+    "login µs",
+    f"round trips {COUNTED_LEGEND}",
+    f"SQL {COUNTED_LEGEND}",
+    "lost writes",
+    "bytes/session",
+]
+
+
+def _grid(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        # Text left, figures right, like any table of numbers.
+        cells = [
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return lines
+
+
+def table(results: Results) -> list[str]:
+    reference = results[CACHE]
+    rows = [HEADERS, *(_cells(e, f, reference) for e, f in results.items())]
+    lines = _grid(rows)
+    notes = [
+        f"  {engine.label}: {f.lost_writes.errors} of {WRITES} concurrent requests failed "
+        f"({', '.join(f.lost_writes.error_types)}); not counted as lost"
+        for engine, f in results.items()
+        if f.lost_writes.errors
+    ]
+    return lines + (["", "Errors in the lost-writes run:", *notes] if notes else [])
+
+
+def targets(results: Results) -> list[str]:
+    rows = [["target", "wanted", "session_ng", "verdict"]]
+    for target in TARGETS:
+        shown, met = target.check(results)
+        verdict = "report only" if met is None else ("met" if met else "MISSED")
+        rows.append([target.name, target.wanted, shown, verdict])
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+def _package(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def environment(redis_url: str) -> str:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        server = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{now}; Python {platform.python_version()}, Django {_package('Django')}, "
+        f"redis-py {_package('redis')} (hiredis {_package('hiredis')}), "
+        f"django-redis {_package('django-redis')}, "
+        f"django-redis-sessions {_package('django-redis-sessions')}, "
+        f"redis-server {server}; {os.cpu_count()} CPUs"
+    )
+
+
+def render(results: Results, env: str) -> str:
+    return "\n".join(
+        [
+            f"Ratios (x.xx{TIMES}) are against {CACHE.label}. µs: median per request.",
+            f"Round trips and SQL queries per request: {COUNTED_LEGEND} = "
+            "new/read/write/login/untouched.",
+            "",
+            *table(results),
+            "",
+            *targets(results),
+            "",
+            env,
+        ]
+    )
