@@ -8,6 +8,7 @@ documented in docs/data-model.rst; changing a name here is a breaking change.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 from urllib.parse import quote
 
 # What a session key may look like before it is allowed into a key name. Django
@@ -17,7 +18,7 @@ from urllib.parse import quote
 SESSION_KEY_RE = re.compile(r"[a-z0-9]{32,128}")
 
 
-def is_valid_session_key(value: object) -> bool:
+def is_valid_session_key(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and SESSION_KEY_RE.fullmatch(value) is not None
 
 

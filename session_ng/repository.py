@@ -321,6 +321,24 @@ def exists(ns: str, session_key: str) -> Operation[bool]:
     return bool(count == 2)
 
 
+def peek(ns: str, session_keys: Sequence[str]) -> Operation[dict[str, str | None]]:
+    """Which of these sessions are alive, and their users: one round trip.
+
+    Read-only: it neither slides idle timers nor loads attributes.
+    """
+    calls: list[Eval | Command] = []
+    for key in session_keys:
+        calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
+        calls.append(Command(("HGET", keys.session_hash(ns, key), "user")))
+    replies = yield Batch(calls)
+    alive: dict[str, str | None] = {}
+    for i, key in enumerate(session_keys):
+        if replies[2 * i]:
+            user = replies[2 * i + 1]
+            alive[key] = user.decode() if user else None
+    return alive
+
+
 @dataclass
 class SavePlan:
     """Everything one save writes; built by the store, executed by ``save``."""

@@ -23,7 +23,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "session_ng.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -41,6 +41,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "session_ng.context_processors.accounts",
             ]
         },
     }
@@ -58,6 +59,8 @@ DATABASES = {
 SESSION_ENGINE = "session_ng.backends.redis"
 SESSION_NG = {
     "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    # Browsers use the cookie; the JSON API also takes an X-Auth-Token header.
+    "ID_RESOLVERS": ["cookie", "header"],
 }
 
 USE_TZ = True

@@ -31,7 +31,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture(autouse=True)
 def _session_ng_redis(redis_server: RedisServer) -> Iterator[None]:
-    settings.SESSION_NG = {"REDIS_URL": redis_server.url}
+    settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["cookie", "header"]}
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.close()

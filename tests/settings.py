@@ -13,7 +13,7 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memor
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 # The conftest starts a private redis-server and fills in its URL.
-SESSION_NG = {"REDIS_URL": "redis://127.0.0.1:1/0"}
+SESSION_NG = {"REDIS_URL": "redis://127.0.0.1:1/0", "ID_RESOLVERS": ["cookie", "header"]}
 
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},

@@ -10,6 +10,7 @@ from django.test import Client
 from session_ng import connection
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.middleware import UNAVAILABLE_MESSAGE
 from testproject.redis_server import RedisServer, free_port
 
 
@@ -45,12 +46,28 @@ async def test_async_operations_raise_the_same_error(down: str) -> None:
         await SessionStore().asave()
 
 
-def test_a_request_fails_loudly_and_keeps_the_cookie(down: str) -> None:
+def test_session_ng_middleware_answers_503_and_keeps_the_cookie(down: str) -> None:
+    client = Client(raise_request_exception=False)
+    client.cookies["sessionid"] = "d" * 32
+    response = client.get("/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response.content.decode() == UNAVAILABLE_MESSAGE
+    assert "sessionid" not in response.cookies  # not deleted, not replaced
+
+
+def test_django_middleware_fails_loudly_and_keeps_the_cookie(down: str, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware"
+        if m == "session_ng.middleware.SessionMiddleware"
+        else m
+        for m in settings.MIDDLEWARE
+    ]
     client = Client(raise_request_exception=False)
     client.cookies["sessionid"] = "d" * 32
     response = client.get("/")
     assert response.status_code == 500
-    assert "sessionid" not in response.cookies  # not deleted, not replaced
+    assert "sessionid" not in response.cookies
 
 
 def test_service_resumes_after_redis_restarts(settings) -> None:  # type: ignore[no-untyped-def]

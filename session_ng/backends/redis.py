@@ -12,7 +12,7 @@ import math
 import os
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib.sessions.backends.base import (
     VALID_KEY_CHARS,
@@ -24,9 +24,11 @@ from django.utils import timezone
 
 from session_ng import repository
 from session_ng.conf import conf
+from session_ng.exceptions import SessionStoreUnavailable
 from session_ng.keys import is_valid_session_key
 from session_ng.repository import Corrupt, Record, SavePlan
 
+R = TypeVar("R")
 security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 # Where Django keeps a custom expiry and the logged-in user inside the session.
@@ -83,6 +85,23 @@ class SessionStore(SessionBase):
         # The decoded values as loaded (or last saved): an attribute that is
         # still the very same immutable object need not be serialized again.
         self._loaded_values: dict[str, Any] = {}
+        # Set when Redis could not be reached, wherever the error then went:
+        # session_ng's middleware answers 503 instead of the 500 it became.
+        self.unavailable: SessionStoreUnavailable | None = None
+
+    def _run(self, operation: repository.Operation[R]) -> R:
+        try:
+            return repository.run(operation)
+        except SessionStoreUnavailable as exc:
+            self.unavailable = exc
+            raise
+
+    async def _arun(self, operation: repository.Operation[R]) -> R:
+        try:
+            return await repository.arun(operation)
+        except SessionStoreUnavailable as exc:
+            self.unavailable = exc
+            raise
 
     # --- keys ----------------------------------------------------------------
 
@@ -106,9 +125,7 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         snap = conf.snapshot()
-        loaded = repository.run(
-            repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
-        )
+        loaded = self._run(repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access))
         return self._accept(loaded)
 
     async def aload(self) -> dict[str, Any]:
@@ -116,7 +133,7 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         snap = conf.snapshot()
-        loaded = await repository.arun(
+        loaded = await self._arun(
             repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
         )
         return self._accept(loaded)
@@ -154,13 +171,13 @@ class SessionStore(SessionBase):
         if not is_valid_session_key(session_key):
             return False
         assert session_key is not None
-        return repository.run(repository.exists(conf.namespace, session_key))
+        return self._run(repository.exists(conf.namespace, session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
         assert session_key is not None
-        return await repository.arun(repository.exists(conf.namespace, session_key))
+        return await self._arun(repository.exists(conf.namespace, session_key))
 
     def create(self) -> None:
         while True:
@@ -190,7 +207,7 @@ class SessionStore(SessionBase):
             return self.create()
         plan = self._plan(data, must_create)
         if plan is not None:
-            self._finish(plan, repository.run(repository.save(conf.namespace, plan)))
+            self._finish(plan, self._run(repository.save(conf.namespace, plan)))
 
     async def asave(self, must_create: bool = False) -> None:
         if self.session_key is None:
@@ -200,7 +217,7 @@ class SessionStore(SessionBase):
             return await self.acreate()
         plan = self._plan(data, must_create)
         if plan is not None:
-            self._finish(plan, await repository.arun(repository.save(conf.namespace, plan)))
+            self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
 
     def _forgotten(self) -> bool:
         """True when the load just found nothing and dropped the key."""
@@ -324,7 +341,7 @@ class SessionStore(SessionBase):
             plan = self._plan(data, create=True, replaces=old)
             assert plan is not None
             try:
-                self._finish(plan, repository.run(repository.save(conf.namespace, plan)))
+                self._finish(plan, self._run(repository.save(conf.namespace, plan)))
             except CreateError:
                 continue
             break
@@ -345,7 +362,7 @@ class SessionStore(SessionBase):
             plan = self._plan(data, create=True, replaces=old)
             assert plan is not None
             try:
-                status = await repository.arun(repository.save(conf.namespace, plan))
+                status = await self._arun(repository.save(conf.namespace, plan))
                 self._finish(plan, status)
             except CreateError:
                 continue
@@ -367,7 +384,7 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        repository.run(repository.delete(conf.namespace, *target))
+        self._run(repository.delete(conf.namespace, *target))
         if target[0] == self.session_key:
             self._record = None
 
@@ -375,7 +392,7 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        await repository.arun(repository.delete(conf.namespace, *target))
+        await self._arun(repository.delete(conf.namespace, *target))
         if target[0] == self.session_key:
             self._record = None
 

@@ -5,6 +5,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from testproject.demo.csrf import csrf_exempt_unless_cookie
+
 
 def home(request: HttpRequest) -> HttpResponse:
     visits = int(request.session.get("visits", 0)) + 1
@@ -31,6 +33,28 @@ def login_view(request: HttpRequest) -> HttpResponse:
 def logout_view(request: HttpRequest) -> HttpResponse:
     logout(request)
     return redirect("home")
+
+
+@csrf_exempt_unless_cookie
+def api_login(request: HttpRequest) -> JsonResponse:
+    """Log in for a client that keeps its session id in the X-Auth-Token header."""
+    if request.method != "POST":
+        return JsonResponse({"error": "POST username and password"}, status=405)
+    user = authenticate(
+        request,
+        username=request.POST.get("username", ""),
+        password=request.POST.get("password", ""),
+    )
+    if user is None:
+        return JsonResponse({"error": "wrong username or password"}, status=403)
+    login(request, user)
+    return JsonResponse({"user": user.get_username()})
+
+
+@require_POST
+def api_logout(request: HttpRequest) -> JsonResponse:
+    logout(request)
+    return JsonResponse({"user": None})
 
 
 def session_json(request: HttpRequest) -> JsonResponse:

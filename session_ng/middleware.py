@@ -1,0 +1,307 @@
+"""``session_ng.middleware.SessionMiddleware``: Django's, plus aliases and header ids.
+
+With one alias and the cookie resolver it does what Django's middleware does:
+the same cookie settings, the same ``Vary: Cookie`` rules (including on mere
+access), ``SessionInterrupted`` (400) when the session was deleted during the
+request, and the cookie deleted when the session is emptied. One deliberate
+difference: a session that was accessed is saved even if ``modified`` is
+False. With this engine a save that changes nothing costs nothing, and it
+catches in-place mutation (``session["cart"].append(x)``) and renews the cookie,
+so the cookie never dies before the sliding server-side session.
+
+Both sync and async: under ASGI the session is saved with native async calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from importlib import import_module
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase, UpdateError
+from django.contrib.sessions.exceptions import SessionInterrupted
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http.response import HttpResponseBase
+from django.utils.cache import patch_vary_headers
+from django.utils.http import http_date, url_has_allowed_host_and_scheme
+
+from session_ng import resolvers
+from session_ng.aliases import DEFAULT_ALIAS, SessionManager, format_cookie
+from session_ng.conf import conf
+from session_ng.exceptions import SessionStoreUnavailable
+
+logger = logging.getLogger("session_ng")
+
+UNAVAILABLE_MESSAGE = (
+    "The session service is temporarily unavailable. You are still signed in; "
+    "please try again in a moment."
+)
+TOO_MANY_MESSAGE = (
+    "This browser already has {limit} sessions, the most allowed. "
+    "Sign out of one of them before signing in to another."
+)
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def unavailable_response() -> HttpResponse:
+    # 503 with Retry-After, and no Set-Cookie: the browser keeps its cookie.
+    response = HttpResponse(UNAVAILABLE_MESSAGE, status=503, content_type="text/plain")
+    response["Retry-After"] = "5"
+    return response
+
+
+class SessionMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+        engine = import_module(settings.SESSION_ENGINE)
+        self.SessionStore: type[SessionBase] = engine.SessionStore
+
+    # --- request -------------------------------------------------------------
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        self.process_request(request)
+        response = self.get_response(request)
+        if self._unavailable(request):
+            return unavailable_response()
+        try:
+            return self.process_response(request, response)
+        except SessionStoreUnavailable:
+            return unavailable_response()
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        self.process_request(request)
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        response = await get_response(request)
+        if self._unavailable(request):
+            return unavailable_response()
+        try:
+            return await self.aprocess_response(request, response)
+        except SessionStoreUnavailable:
+            return unavailable_response()
+
+    def process_request(self, request: HttpRequest) -> None:
+        resolution = resolvers.resolve(request)
+        request.session = self.SessionStore(resolvers.current_key(resolution))
+        request.session_manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
+        if resolution.source == resolvers.HEADER and not resolution.had_cookie:
+            # A browser cannot attach this header to a cross-site request
+            # (that needs a CORS preflight the site must allow), so a session
+            # that came from it alone cannot be ridden by a forged request.
+            request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, SessionStoreUnavailable):
+            return unavailable_response()
+        return None
+
+    @staticmethod
+    def _unavailable(request: HttpRequest) -> bool:
+        # The store raised in a view, a template or another middleware: the
+        # handler turned that into a 500 before it reached us.
+        return getattr(request.session, "unavailable", None) is not None
+
+    # --- response ------------------------------------------------------------
+
+    def process_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        plan = self._plan(request, response)
+        if plan is None:
+            return response
+        session = request.session
+        if plan.save:
+            if plan.too_many:
+                return self._too_many()
+            max_age, expires = self._cookie_age(
+                session.get_expire_at_browser_close(), session.get_expiry_age()
+            )
+            try:
+                session.save()
+            except UpdateError:
+                raise SessionInterrupted(
+                    "The request's session was deleted before the request completed. "
+                    "The user may have logged out in a concurrent request, for example."
+                ) from None
+            return self._finish(request, response, plan, max_age, expires)
+        return self._finish(request, response, plan, None, None)
+
+    async def aprocess_response(
+        self, request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase:
+        plan = self._plan(request, response)
+        if plan is None:
+            return response
+        session = request.session
+        if plan.save:
+            if plan.too_many:
+                return self._too_many()
+            max_age, expires = self._cookie_age(
+                await session.aget_expire_at_browser_close(), await session.aget_expiry_age()
+            )
+            try:
+                await session.asave()
+            except UpdateError:
+                raise SessionInterrupted(
+                    "The request's session was deleted before the request completed. "
+                    "The user may have logged out in a concurrent request, for example."
+                ) from None
+            return self._finish(request, response, plan, max_age, expires)
+        return self._finish(request, response, plan, None, None)
+
+    def _plan(self, request: HttpRequest, response: HttpResponseBase) -> _Plan | None:
+        try:
+            session = request.session
+            manager: SessionManager = request.session_manager  # type: ignore[attr-defined]
+            accessed, modified, empty = session.accessed, session.modified, session.is_empty()
+        except AttributeError:
+            return None
+        plan = _Plan(manager=manager, accessed=accessed)
+        if empty:
+            # This alias's session is gone (flushed, or never existed): forget
+            # it, and delete the cookie once no alias is left.
+            plan.drop_current = manager.resolution.alias in manager.resolution.sessions or (
+                manager.resolution.source == resolvers.HEADER
+            )
+        else:
+            plan.save = (
+                modified or accessed or settings.SESSION_SAVE_EVERY_REQUEST
+            ) and response.status_code < 500
+            # A new alias beyond the limit: refuse before anything is stored.
+            plan.too_many = (
+                plan.save
+                and manager.resolution.alias not in manager.resolution.sessions
+                and len(manager.resolution.sessions) >= int(conf.MAX_ALIASES)
+                and manager.resolution.source != resolvers.HEADER
+            )
+        return plan
+
+    @staticmethod
+    def _cookie_age(at_browser_close: bool, age: int) -> tuple[int | None, str | None]:
+        if at_browser_close:
+            return None, None
+        return age, http_date(time.time() + age)
+
+    def _too_many(self) -> HttpResponse:
+        limit = int(conf.MAX_ALIASES)
+        return HttpResponseBadRequest(
+            TOO_MANY_MESSAGE.format(limit=limit), content_type="text/plain"
+        )
+
+    def _finish(
+        self,
+        request: HttpRequest,
+        response: HttpResponseBase,
+        plan: _Plan,
+        max_age: int | None,
+        expires: str | None,
+    ) -> HttpResponseBase:
+        manager = plan.manager
+        resolution = manager.resolution
+        key = request.session.session_key
+        need_vary = plan.accessed
+        wrote_header = False
+        sessions = dict(resolution.sessions)
+        if plan.drop_current:
+            sessions.pop(resolution.alias, None)
+        elif plan.save and key is not None:
+            sessions[resolution.alias] = key
+        sessions = manager.prune(sessions)
+        uses_cookie = (
+            resolvers.COOKIE in conf.ID_RESOLVERS and resolution.source != resolvers.HEADER
+        )
+        uses_header = (
+            resolvers.HEADER in conf.ID_RESOLVERS and resolution.source != resolvers.COOKIE
+        )
+
+        if uses_header:
+            if plan.drop_current and resolution.source == resolvers.HEADER:
+                # Flushed (logout): tell the client to forget its id.
+                response[str(conf.HEADER_NAME)] = ""
+                wrote_header = True
+            elif plan.save and key is not None and key != resolution.header_key:
+                # Created, or rotated (login): the client must learn the new id.
+                response[str(conf.HEADER_NAME)] = key
+                wrote_header = True
+
+        if uses_cookie:
+            if not sessions:
+                if resolution.had_cookie:
+                    # Nothing left in it (or nothing valid ever was).
+                    response.delete_cookie(
+                        settings.SESSION_COOKIE_NAME,
+                        path=settings.SESSION_COOKIE_PATH,
+                        domain=settings.SESSION_COOKIE_DOMAIN,
+                        samesite=settings.SESSION_COOKIE_SAMESITE,
+                    )
+                    need_vary = True
+            elif plan.save or sessions != resolution.sessions:
+                if not plan.save:
+                    # Only the other aliases changed (one was pruned or logged
+                    # out): the cookie keeps the default lifetime.
+                    max_age = settings.SESSION_COOKIE_AGE
+                    expires = http_date(time.time() + max_age)
+                elif len(sessions) > 1 and max_age is not None:
+                    # The cookie carries other sessions too: never shorten it
+                    # below the default lifetime because of this one.
+                    max_age = max(max_age, settings.SESSION_COOKIE_AGE)
+                    expires = http_date(time.time() + max_age)
+                response.set_cookie(
+                    settings.SESSION_COOKIE_NAME,
+                    format_cookie(sessions),
+                    max_age=max_age,
+                    expires=expires,
+                    domain=settings.SESSION_COOKIE_DOMAIN,
+                    path=settings.SESSION_COOKIE_PATH,
+                    # set_cookie() treats False as Django's "or None" does.
+                    secure=bool(settings.SESSION_COOKIE_SECURE),
+                    httponly=bool(settings.SESSION_COOKIE_HTTPONLY),
+                    samesite=settings.SESSION_COOKIE_SAMESITE,
+                )
+                need_vary = True
+
+        if resolution.alias != DEFAULT_ALIAS:
+            self._keep_alias_in_redirect(request, response, manager)
+        vary = []
+        if need_vary and uses_cookie:
+            vary.append("Cookie")
+        if (plan.accessed or wrote_header) and uses_header:
+            vary.append(str(conf.HEADER_NAME))
+        if vary:
+            patch_vary_headers(response, vary)
+        return response
+
+    @staticmethod
+    def _keep_alias_in_redirect(
+        request: HttpRequest, response: HttpResponseBase, manager: SessionManager
+    ) -> None:
+        location = response.get("Location")
+        if response.status_code not in REDIRECT_STATUSES or not location:
+            return
+        # Only for this site's own URLs: an alias is nobody else's business.
+        if url_has_allowed_host_and_scheme(
+            location, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            response["Location"] = manager.encode_url(location)
+
+
+class _Plan:
+    __slots__ = ("accessed", "drop_current", "manager", "save", "too_many")
+
+    def __init__(self, manager: SessionManager, accessed: bool) -> None:
+        self.manager = manager
+        self.accessed = accessed
+        self.save = False
+        self.too_many = False
+        self.drop_current = False
