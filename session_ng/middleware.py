@@ -273,10 +273,11 @@ class SessionMiddleware:
 
         if resolution.alias != DEFAULT_ALIAS:
             self._keep_alias_in_redirect(request, response, manager)
+        # A cache must key on every input that could have chosen the session.
         vary = []
-        if need_vary and uses_cookie:
+        if need_vary and resolvers.COOKIE in conf.ID_RESOLVERS:
             vary.append("Cookie")
-        if (plan.accessed or wrote_header) and uses_header:
+        if (plan.accessed or wrote_header) and resolvers.HEADER in conf.ID_RESOLVERS:
             vary.append(str(conf.HEADER_NAME))
         if vary:
             patch_vary_headers(response, vary)

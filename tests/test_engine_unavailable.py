@@ -91,3 +91,13 @@ def test_service_resumes_after_redis_restarts(settings) -> None:  # type: ignore
     finally:
         server.stop()
         connection.reset()
+
+
+async def test_asgi_requests_get_the_503_too(down: str) -> None:
+    from django.test import AsyncClient
+
+    client = AsyncClient(raise_request_exception=False)
+    client.cookies["sessionid"] = "d" * 32
+    response = await client.get("/")
+    assert response.status_code == 503
+    assert "sessionid" not in response.cookies

@@ -1,0 +1,108 @@
+"""Session ids in the X-Auth-Token header, for clients that are not browsers."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.test import Client
+
+from session_ng import keys
+from session_ng.backends.redis import SessionStore
+
+pytestmark = pytest.mark.django_db
+
+ALICE = {"username": "alice", "password": "alice-password"}
+
+
+def header_client() -> Client:
+    # No cookie jar use at all: every request carries only what we pass.
+    return Client(enforce_csrf_checks=True)
+
+
+def api_login(client: Client) -> str:
+    response = client.post("/api/login/", ALICE)
+    assert response.status_code == 200
+    token: str = response["X-Auth-Token"]
+    assert keys.is_valid_session_key(token)
+    client.cookies.clear()  # a REST client keeps the header, not cookies
+    return token
+
+
+def test_login_returns_the_id_in_the_header_and_it_is_accepted() -> None:
+    client = header_client()
+    token = api_login(client)
+    response = client.get("/api/session/", headers={"X-Auth-Token": token})
+    assert response.json()["user"] == "alice"
+    assert "sessionid" not in response.cookies  # the session came from the header
+    assert response["Vary"] == "Cookie, X-Auth-Token"
+    assert "X-Auth-Token" not in response  # unchanged id: not sent again
+
+
+def test_rotation_sends_the_new_id(r: redis.Redis) -> None:
+    client = header_client()
+    store = SessionStore()
+    store["colour"] = "red"
+    store.save()
+    anonymous = store.session_key
+    assert anonymous is not None
+    response = client.post("/api/login/", ALICE, headers={"X-Auth-Token": anonymous})
+    rotated = response["X-Auth-Token"]
+    assert rotated != anonymous
+    assert not r.exists(keys.session_hash("session_ng", anonymous))
+    data = client.get("/api/session/", headers={"X-Auth-Token": rotated}).json()
+    assert data == {"user": "alice", "session": {"colour": "red"}}
+
+
+def test_logout_with_the_header_needs_no_csrf_token_and_clears_it(r: redis.Redis) -> None:
+    client = header_client()
+    token = api_login(client)
+    response = client.post("/api/logout/", headers={"X-Auth-Token": token})
+    assert response.status_code == 200
+    assert response["X-Auth-Token"] == ""
+    assert not r.exists(keys.session_hash("session_ng", token))
+
+
+def test_with_a_session_cookie_the_csrf_check_applies() -> None:
+    browser = Client(enforce_csrf_checks=True)
+    browser.get("/")  # a session cookie
+    token = api_login(header_client())
+    response = browser.post("/api/logout/", headers={"X-Auth-Token": token})
+    assert response.status_code == 403
+
+
+def test_the_cookie_wins_when_both_are_sent() -> None:
+    browser = Client()
+    browser.post("/login/", {"username": "bob", "password": "bob-password"})
+    token = api_login(header_client())
+    response = browser.get("/api/session/", headers={"X-Auth-Token": token})
+    assert response.json()["user"] == "bob"
+
+
+@pytest.mark.parametrize("bad", ["nope", "A" * 32, "a" * 31, "{" + "a" * 32 + "}", "a" * 200])
+def test_a_malformed_header_is_ignored(bad: str, r: redis.Redis) -> None:
+    client = header_client()
+    response = client.get("/api/session/", headers={"X-Auth-Token": bad})
+    assert response.json() == {"user": None, "session": {}}
+    assert r.dbsize() == 0
+
+
+def test_header_only_configuration(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["header"]}
+    client = header_client()
+    response = client.post("/api/login/", ALICE)
+    assert "sessionid" not in response.cookies
+    token = response["X-Auth-Token"]
+    response = client.get("/api/session/", headers={"X-Auth-Token": token})
+    assert response.json()["user"] == "alice"
+    assert response["Vary"] == "X-Auth-Token"
+
+
+def test_a_custom_header_name(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {
+        "REDIS_URL": redis_server.url,
+        "ID_RESOLVERS": ["header"],
+        "HEADER_NAME": "X-Session",
+    }
+    client = header_client()
+    token = client.post("/api/login/", ALICE)["X-Session"]
+    assert client.get("/api/session/", headers={"X-Session": token}).json()["user"] == "alice"
