@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck pytest docs bench demo clean
+.PHONY: install test lint typecheck pytest chromium docs bench demo clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,18 @@ typecheck: $(STAMP)
 	  || $(BIN)/python -m pip install --quiet "django-stubs>=6.0,<7"
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+# The browser tests drive Debian's Chromium through Playwright (never Playwright's
+# own browser download). Installed here when missing and we are root; otherwise
+# say what to install. CHROMIUM=/path/to/chromium overrides the lookup.
+chromium:
+	@command -v chromium >/dev/null || [ -n "$$CHROMIUM" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser tests need Chromium: apt-get install chromium (or set CHROMIUM=/path)"; exit 1; \
+	  fi; }
+
+pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
