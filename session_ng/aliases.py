@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote_plus
 
 from session_ng import repository
 from session_ng.conf import conf
+from session_ng.exceptions import TooManySessions
 from session_ng.keys import is_valid_session_key
 
 if TYPE_CHECKING:
@@ -138,6 +139,25 @@ class SessionManager:
             return url
         return encode_url(url, str(param), self.current_alias if alias is None else alias)
 
+    def names_alias(self, url: str) -> bool:
+        """Whether ``url``'s query already has the alias parameter."""
+        param = conf.ALIAS_PARAM
+        query = url.partition("#")[0].partition("?")[2]
+        return bool(param) and any(_name(p) == param for p in query.split("&") if p)
+
+    def check_new_alias(self) -> None:
+        """Raise TooManySessions if a session under this new alias would not fit.
+
+        Dead aliases do not count: when the cookie looks full, the others are
+        looked up (one round trip) before refusing.
+        """
+        limit = int(conf.MAX_ALIASES)
+        others = {a for a in self.session_keys() if a != self.current_alias}
+        if len(others) >= limit:
+            others = {a for a in self.users() if a != self.current_alias}
+        if len(others) >= limit:
+            raise TooManySessions(f"more than {limit} sessions in one browser")
+
     def users(self) -> dict[str, str | None]:
         """alias -> logged-in user id (None if anonymous), live sessions only.
 
@@ -147,7 +167,10 @@ class SessionManager:
         keys = self.session_keys()
         if not keys:
             return {}
-        alive = repository.run(repository.peek(conf.namespace, list(keys.values())))
+        # Through the store when it is session_ng's, so an outage is flagged
+        # for the middleware's 503 like any other.
+        run = getattr(self.request.session, "_run", repository.run)
+        alive = run(repository.peek(conf.namespace, list(keys.values())))
         result: dict[str, str | None] = {}
         for alias, key in keys.items():
             if key in alive:

@@ -11,6 +11,7 @@ from session_ng.conf import conf
 
 ENGINE = "session_ng.backends.redis"
 DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
+OUR_MIDDLEWARE = "session_ng.middleware.SessionMiddleware"
 
 
 @register(Tags.compatibility)
@@ -24,6 +25,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 f"session_ng is installed but SESSION_ENGINE is {settings.SESSION_ENGINE!r}.",
                 hint=f"Set SESSION_ENGINE = {ENGINE!r}.",
                 id="session_ng.W001",
+            )
+        )
+    middleware = list(getattr(settings, "MIDDLEWARE", None) or [])
+    if DJANGO_MIDDLEWARE in middleware and OUR_MIDDLEWARE in middleware:
+        messages.append(
+            Warning(
+                "Both Django's and session_ng's SessionMiddleware are in MIDDLEWARE; the later "
+                "one replaces request.session, and aliases and header ids stop working.",
+                hint=f"Remove {DJANGO_MIDDLEWARE!r}.",
+                id="session_ng.W002",
             )
         )
     return messages

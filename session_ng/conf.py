@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
 NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 KNOWN_RESOLVERS = ("cookie", "header")
+# RFC 9110 token characters; Django exposes headers by these names.
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+ALIAS_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,25 @@ class Settings:
             found.append(
                 Problem(
                     "session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number."
+                )
+            )
+        header = self.HEADER_NAME
+        if not isinstance(header, str) or not HEADER_NAME_RE.fullmatch(header):
+            found.append(
+                Problem(
+                    "session_ng.E013",
+                    f"SESSION_NG['HEADER_NAME'] must be an HTTP header name, not {header!r}.",
+                )
+            )
+        param = self.ALIAS_PARAM
+        if param is not None and (
+            not isinstance(param, str) or not ALIAS_PARAM_RE.fullmatch(param)
+        ):
+            found.append(
+                Problem(
+                    "session_ng.E014",
+                    f"SESSION_NG['ALIAS_PARAM'] must be None or a query parameter name "
+                    f"matching {ALIAS_PARAM_RE.pattern}, not {param!r}.",
                 )
             )
         if self.CLUSTER and not alias:

@@ -11,3 +11,11 @@ class SessionStoreUnavailable(Exception):
 
 class SessionNgImproperlyConfigured(ImproperlyConfigured):
     pass
+
+
+class TooManySessions(Exception):
+    """A new session under a new alias would exceed ``MAX_ALIASES``.
+
+    Raised by the store before anything is written, so no other account of the
+    browser is dropped; session_ng's middleware answers it with a 400.
+    """

@@ -32,7 +32,7 @@ from django.utils.http import http_date, url_has_allowed_host_and_scheme
 from session_ng import resolvers
 from session_ng.aliases import DEFAULT_ALIAS, SessionManager, format_cookie
 from session_ng.conf import conf
-from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 
 logger = logging.getLogger("session_ng")
 
@@ -45,6 +45,11 @@ TOO_MANY_MESSAGE = (
     "Sign out of one of them before signing in to another."
 )
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+
+
+def too_many_response() -> HttpResponse:
+    limit = int(conf.MAX_ALIASES)
+    return HttpResponseBadRequest(TOO_MANY_MESSAGE.format(limit=limit), content_type="text/plain")
 
 
 def unavailable_response() -> HttpResponse:
@@ -73,44 +78,68 @@ class SessionMiddleware:
             return self.__acall__(request)
         self.process_request(request)
         response = self.get_response(request)
-        if self._unavailable(request):
-            return unavailable_response()
+        failed = self._failed_response(request, response)
+        if failed is not None:
+            return failed
         try:
             return self.process_response(request, response)
         except SessionStoreUnavailable:
             return unavailable_response()
+        except TooManySessions:
+            return too_many_response()
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         self.process_request(request)
         get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
         response = await get_response(request)
-        if self._unavailable(request):
-            return unavailable_response()
+        failed = self._failed_response(request, response)
+        if failed is not None:
+            return failed
         try:
             return await self.aprocess_response(request, response)
         except SessionStoreUnavailable:
             return unavailable_response()
+        except TooManySessions:
+            return too_many_response()
 
     def process_request(self, request: HttpRequest) -> None:
         resolution = resolvers.resolve(request)
-        request.session = self.SessionStore(resolvers.current_key(resolution))
-        request.session_manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
-        if resolution.source == resolvers.HEADER and not resolution.had_cookie:
+        request.session = session = self.SessionStore(resolvers.current_key(resolution))
+        request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
+        if (
+            resolution.source != resolvers.HEADER
+            and resolution.alias not in resolution.sessions
+            and hasattr(session, "creation_check")
+        ):
+            # A session created under this new alias must fit MAX_ALIASES;
+            # the store asks before it writes anything.
+            session.creation_check = manager.check_new_alias
+        if resolution.header_present and not resolution.had_cookie:
             # A browser cannot attach this header to a cross-site request
-            # (that needs a CORS preflight the site must allow), so a session
-            # that came from it alone cannot be ridden by a forged request.
+            # (that needs a CORS preflight the site must allow), and there is
+            # no cookie for a forged request to ride on.
             request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, SessionStoreUnavailable):
             return unavailable_response()
+        if isinstance(exception, TooManySessions):
+            return too_many_response()
         return None
 
     @staticmethod
-    def _unavailable(request: HttpRequest) -> bool:
-        # The store raised in a view, a template or another middleware: the
-        # handler turned that into a 500 before it reached us.
-        return getattr(request.session, "unavailable", None) is not None
+    def _failed_response(request: HttpRequest, response: HttpResponseBase) -> HttpResponse | None:
+        """The store raised in a template or another middleware, and the
+        handler turned that into a 500 before it reached us. (A view that
+        caught the error and answered itself keeps its answer.)"""
+        if response.status_code < 500:
+            return None
+        session = request.session
+        if getattr(session, "unavailable", None) is not None:
+            return unavailable_response()
+        if getattr(session, "refused", None) is not None:
+            return too_many_response()
+        return None
 
     # --- response ------------------------------------------------------------
 
@@ -122,8 +151,6 @@ class SessionMiddleware:
             return response
         session = request.session
         if plan.save:
-            if plan.too_many:
-                return self._too_many()
             max_age, expires = self._cookie_age(
                 session.get_expire_at_browser_close(), session.get_expiry_age()
             )
@@ -145,8 +172,6 @@ class SessionMiddleware:
             return response
         session = request.session
         if plan.save:
-            if plan.too_many:
-                return self._too_many()
             max_age, expires = self._cookie_age(
                 await session.aget_expire_at_browser_close(), await session.aget_expiry_age()
             )
@@ -167,6 +192,12 @@ class SessionMiddleware:
             accessed, modified, empty = session.accessed, session.modified, session.is_empty()
         except AttributeError:
             return None
+        if getattr(session, "unavailable", None) is not None:
+            # Redis failed earlier in this request and the view answered
+            # anyway: keep its answer, write nothing, touch no cookie.
+            if accessed:
+                patch_vary_headers(response, ("Cookie",))
+            return None
         plan = _Plan(manager=manager, accessed=accessed)
         if empty:
             # This alias's session is gone (flushed, or never existed): forget
@@ -178,13 +209,6 @@ class SessionMiddleware:
             plan.save = (
                 modified or accessed or settings.SESSION_SAVE_EVERY_REQUEST
             ) and response.status_code < 500
-            # A new alias beyond the limit: refuse before anything is stored.
-            plan.too_many = (
-                plan.save
-                and manager.resolution.alias not in manager.resolution.sessions
-                and len(manager.resolution.sessions) >= int(conf.MAX_ALIASES)
-                and manager.resolution.source != resolvers.HEADER
-            )
         return plan
 
     @staticmethod
@@ -230,7 +254,14 @@ class SessionMiddleware:
                 # Flushed (logout): tell the client to forget its id.
                 response[str(conf.HEADER_NAME)] = ""
                 wrote_header = True
-            elif plan.save and key is not None and key != resolution.header_key:
+            elif (
+                plan.save
+                and key is not None
+                and key != resolution.header_key
+                and resolution.header_present
+            ):
+                # Only to a client that sent the header: a browser's page
+                # scripts could read it, which HttpOnly cookies exist to prevent.
                 # Created, or rotated (login): the client must learn the new id.
                 response[str(conf.HEADER_NAME)] = key
                 wrote_header = True
@@ -249,9 +280,10 @@ class SessionMiddleware:
             elif plan.save or sessions != resolution.sessions:
                 if not plan.save:
                     # Only the other aliases changed (one was pruned or logged
-                    # out): the cookie keeps the default lifetime.
-                    max_age = settings.SESSION_COOKIE_AGE
-                    expires = http_date(time.time() + max_age)
+                    # out): the cookie keeps the site's default lifetime.
+                    max_age, expires = self._cookie_age(
+                        settings.SESSION_EXPIRE_AT_BROWSER_CLOSE, settings.SESSION_COOKIE_AGE
+                    )
                 elif len(sessions) > 1 and max_age is not None:
                     # The cookie carries other sessions too: never shorten it
                     # below the default lifetime because of this one.
@@ -290,7 +322,10 @@ class SessionMiddleware:
         location = response.get("Location")
         if response.status_code not in REDIRECT_STATUSES or not location:
             return
-        # Only for this site's own URLs: an alias is nobody else's business.
+        # Only for this site's own URLs (an alias is nobody else's business),
+        # and not where the view chose an alias itself.
+        if manager.names_alias(location):
+            return
         if url_has_allowed_host_and_scheme(
             location, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
@@ -298,11 +333,10 @@ class SessionMiddleware:
 
 
 class _Plan:
-    __slots__ = ("accessed", "drop_current", "manager", "save", "too_many")
+    __slots__ = ("accessed", "drop_current", "manager", "save")
 
     def __init__(self, manager: SessionManager, accessed: bool) -> None:
         self.manager = manager
         self.accessed = accessed
         self.save = False
-        self.too_many = False
         self.drop_current = False

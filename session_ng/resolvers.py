@@ -30,6 +30,9 @@ class Resolution:
     # Which resolver the current session's key came from, if any.
     source: str | None = None
     had_cookie: bool = False
+    # The request carried the header at all (even empty): a client that
+    # speaks the header, which no cross-site form can imitate.
+    header_present: bool = False
     header_key: str | None = None
 
 
@@ -50,7 +53,8 @@ def resolve(request: HttpRequest) -> Resolution:
     if COOKIE in resolvers:
         result.sessions = parse_cookie(cookie_value)
     if HEADER in resolvers:
-        value = request.headers.get(str(conf.HEADER_NAME), "")
+        value = request.headers.get(str(conf.HEADER_NAME))
+        result.header_present = value is not None
         if is_valid_session_key(value):
             result.header_key = value
     for resolver in resolvers:

@@ -33,6 +33,10 @@ def test_valid_settings_pass(settings) -> None:  # type: ignore[no-untyped-def]
         ({**REDIS, "MAX_ALIASES": 0}, ["session_ng.E009"]),
         ({**REDIS, "MAX_ALIASES": True}, ["session_ng.E009"]),
         ({**REDIS, "SOCKET_TIMEOUT": 0}, ["session_ng.E010"]),
+        ({**REDIS, "HEADER_NAME": "X Auth"}, ["session_ng.E013"]),
+        ({**REDIS, "HEADER_NAME": ""}, ["session_ng.E013"]),
+        ({**REDIS, "ALIAS_PARAM": "a&b"}, ["session_ng.E014"]),
+        ({**REDIS, "ALIAS_PARAM": ""}, ["session_ng.E014"]),
     ],
 )
 def test_each_error_id(settings, session_ng: object, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -71,3 +75,18 @@ def test_bad_settings_refuse_to_connect(settings) -> None:  # type: ignore[no-un
     settings.SESSION_NG = {"REDIS_URL": "http://nope"}
     with pytest.raises(SessionNgImproperlyConfigured, match="redis://"):
         SessionStore("e" * 32).load()
+
+
+def test_w002_when_both_middlewares_are_installed(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = REDIS
+    settings.MIDDLEWARE = [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "session_ng.middleware.SessionMiddleware",
+    ]
+    (message,) = check_settings()
+    assert message.id == "session_ng.W002"
+
+
+def test_alias_param_none_turns_aliases_off(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**REDIS, "ALIAS_PARAM": None}
+    assert check_settings() == []

@@ -101,3 +101,23 @@ async def test_asgi_requests_get_the_503_too(down: str) -> None:
     response = await client.get("/")
     assert response.status_code == 503
     assert "sessionid" not in response.cookies
+
+
+def test_a_view_that_handles_the_outage_keeps_its_answer(down: str) -> None:
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    from session_ng.middleware import SessionMiddleware
+
+    def view(request: HttpRequest) -> HttpResponse:
+        try:
+            request.session.get("x")
+        except SessionStoreUnavailable:
+            return HttpResponse("degraded but fine")
+        return HttpResponse("normal")
+
+    request = RequestFactory().get("/")
+    request.COOKIES["sessionid"] = "d" * 32
+    response = SessionMiddleware(view)(request)
+    assert (response.status_code, response.content) == (200, b"degraded but fine")
+    assert "sessionid" not in response.cookies

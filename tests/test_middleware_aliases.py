@@ -213,3 +213,51 @@ async def test_aliases_through_asgi(roundtrips) -> None:  # type: ignore[no-unty
     assert set(parse_cookie(cookie(client))) == {"0", "1"}
     assert (await client.get("/api/session/?_s=1")).json()["user"] == "bob"
     assert (await client.get("/api/session/")).json()["user"] == "alice"
+
+
+def test_a_login_beyond_the_limit_writes_nothing_and_logs_nobody_in(
+    settings, redis_server, r: redis.Redis, django_user_model
+) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "MAX_ALIASES": 1}
+    client = Client()
+    client.post("/login/", ALICE)
+    before_keys = sorted(r.scan_iter())
+    bob_last_login = django_user_model.objects.get(username="bob").last_login
+    response = client.post("/login/?_s=1", BOB)
+    assert response.status_code == 400
+    assert sorted(r.scan_iter()) == before_keys  # no orphan session
+    assert django_user_model.objects.get(username="bob").last_login == bob_last_login
+    assert who(client) == "alice"
+
+
+def test_dead_aliases_do_not_count_towards_the_limit(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "MAX_ALIASES": 2}
+    client = Client()
+    client.post("/login/", ALICE)
+    alice_key = cookie(client)
+    client.cookies["sessionid"] = f"0.{alice_key}~1.{'d' * 32}"
+    response = client.post("/login/?_s=2", BOB)
+    assert response.status_code == 302
+    assert set(parse_cookie(cookie(client))) == {"0", "2"}
+
+
+def test_a_browser_session_cookie_stays_one_when_another_alias_logs_out(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+    client = Client()
+    client.post("/login/", ALICE)
+    client.post("/login/?_s=1", BOB)
+    response = client.post("/logout/?_s=1")
+    morsel = response.cookies["sessionid"]
+    assert morsel.value == parse_cookie(morsel.value)["0"]
+    assert morsel["max-age"] == ""
+    assert morsel["expires"] == ""
+
+
+def test_a_redirect_that_names_an_alias_is_left_alone() -> None:
+    def view(request: HttpRequest) -> HttpResponse:
+        request.session["seen"] = True
+        return HttpResponseRedirect("/inbox?_s=0")
+
+    request = RequestFactory().get("/?_s=1")
+    response = SessionMiddleware(view)(request)
+    assert response["Location"] == "/inbox?_s=0"

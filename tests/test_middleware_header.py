@@ -20,7 +20,8 @@ def header_client() -> Client:
 
 
 def api_login(client: Client) -> str:
-    response = client.post("/api/login/", ALICE)
+    # A header client sends the header from the start (here empty).
+    response = client.post("/api/login/", ALICE, headers={"X-Auth-Token": ""})
     assert response.status_code == 200
     token: str = response["X-Auth-Token"]
     assert keys.is_valid_session_key(token)
@@ -89,7 +90,7 @@ def test_a_malformed_header_is_ignored(bad: str, r: redis.Redis) -> None:
 def test_header_only_configuration(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
     settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["header"]}
     client = header_client()
-    response = client.post("/api/login/", ALICE)
+    response = client.post("/api/login/", ALICE, headers={"X-Auth-Token": "new"})
     assert "sessionid" not in response.cookies
     token = response["X-Auth-Token"]
     response = client.get("/api/session/", headers={"X-Auth-Token": token})
@@ -104,5 +105,25 @@ def test_a_custom_header_name(settings, redis_server) -> None:  # type: ignore[n
         "HEADER_NAME": "X-Session",
     }
     client = header_client()
-    token = client.post("/api/login/", ALICE)["X-Session"]
+    token = client.post("/api/login/", ALICE, headers={"X-Session": ""})["X-Session"]
     assert client.get("/api/session/", headers={"X-Session": token}).json()["user"] == "alice"
+
+
+def test_a_browser_never_gets_its_session_id_in_a_header() -> None:
+    # Both resolvers are on, but a browser sends no X-Auth-Token: its new
+    # session id goes only into the HttpOnly cookie, out of page scripts' reach.
+    browser = Client()
+    response = browser.post("/login/", ALICE)
+    assert "sessionid" in response.cookies
+    assert "X-Auth-Token" not in response
+
+
+def test_a_forged_cross_site_login_is_refused() -> None:
+    # What a cross-site form delivers: no cookies (SameSite=Lax) and no header.
+    response = Client(enforce_csrf_checks=True).post("/api/login/", ALICE)
+    assert response.status_code == 403
+
+
+def test_the_header_alone_exempts_from_csrf_even_before_a_session_exists() -> None:
+    response = header_client().post("/api/login/", ALICE, headers={"X-Auth-Token": "new"})
+    assert response.status_code == 200

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,7 +25,7 @@ from django.utils import timezone
 
 from session_ng import repository
 from session_ng.conf import conf
-from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
 from session_ng.repository import Corrupt, Record, SavePlan
 
@@ -88,6 +89,11 @@ class SessionStore(SessionBase):
         # Set when Redis could not be reached, wherever the error then went:
         # session_ng's middleware answers 503 instead of the 500 it became.
         self.unavailable: SessionStoreUnavailable | None = None
+        # Set by session_ng's middleware when this request's alias is new: it
+        # says whether another session may be created, or raises
+        # TooManySessions (and is asked before anything is written).
+        self.creation_check: Callable[[], None] | None = None
+        self.refused: TooManySessions | None = None
 
     def _run(self, operation: repository.Operation[R]) -> R:
         try:
@@ -179,7 +185,16 @@ class SessionStore(SessionBase):
         assert session_key is not None
         return await self._arun(repository.exists(conf.namespace, session_key))
 
+    def _check_creation(self) -> None:
+        if self.creation_check is not None:
+            try:
+                self.creation_check()
+            except TooManySessions as exc:
+                self.refused = exc
+                raise
+
     def create(self) -> None:
+        self._check_creation()
         while True:
             self._session_key = self._get_new_session_key()
             try:
@@ -190,6 +205,7 @@ class SessionStore(SessionBase):
             return
 
     async def acreate(self) -> None:
+        self._check_creation()
         while True:
             self._session_key = await self._aget_new_session_key()
             try:
