@@ -158,6 +158,14 @@ class SessionManager:
         if len(others) >= limit:
             raise TooManySessions(f"more than {limit} sessions in one browser")
 
+    async def acheck_new_alias(self) -> None:
+        limit = int(conf.MAX_ALIASES)
+        others = {a for a in self.session_keys() if a != self.current_alias}
+        if len(others) >= limit:
+            others = {a for a in await self.ausers() if a != self.current_alias}
+        if len(others) >= limit:
+            raise TooManySessions(f"more than {limit} sessions in one browser")
+
     def users(self) -> dict[str, str | None]:
         """alias -> logged-in user id (None if anonymous), live sessions only.
 
@@ -170,7 +178,20 @@ class SessionManager:
         # Through the store when it is session_ng's, so an outage is flagged
         # for the middleware's 503 like any other.
         run = getattr(self.request.session, "_run", repository.run)
-        alive = run(repository.peek(conf.namespace, list(keys.values())))
+        return self._sort_out(keys, run(repository.peek(conf.namespace, list(keys.values()))))
+
+    async def ausers(self) -> dict[str, str | None]:
+        keys = self.session_keys()
+        if not keys:
+            return {}
+        arun = getattr(self.request.session, "_arun", repository.arun)
+        return self._sort_out(
+            keys, await arun(repository.peek(conf.namespace, list(keys.values())))
+        )
+
+    def _sort_out(
+        self, keys: dict[str, str], alive: dict[str, str | None]
+    ) -> dict[str, str | None]:
         result: dict[str, str | None] = {}
         for alias, key in keys.items():
             if key in alive:

@@ -31,6 +31,7 @@ from django.utils.http import http_date, url_has_allowed_host_and_scheme
 
 from session_ng import resolvers
 from session_ng.aliases import DEFAULT_ALIAS, SessionManager, format_cookie
+from session_ng.backends.redis import SessionStore as RedisSessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 
@@ -109,11 +110,12 @@ class SessionMiddleware:
         if (
             resolution.source != resolvers.HEADER
             and resolution.alias not in resolution.sessions
-            and hasattr(session, "creation_check")
+            and isinstance(session, RedisSessionStore)
         ):
             # A session created under this new alias must fit MAX_ALIASES;
             # the store asks before it writes anything.
             session.creation_check = manager.check_new_alias
+            session.acreation_check = manager.acheck_new_alias
         if resolution.header_present and not resolution.had_cookie:
             # A browser cannot attach this header to a cross-site request
             # (that needs a CORS preflight the site must allow), and there is
@@ -196,7 +198,7 @@ class SessionMiddleware:
             # Redis failed earlier in this request and the view answered
             # anyway: keep its answer, write nothing, touch no cookie.
             if accessed:
-                patch_vary_headers(response, ("Cookie",))
+                patch_vary_headers(response, self._vary_inputs())
             return None
         plan = _Plan(manager=manager, accessed=accessed)
         if empty:
@@ -305,7 +307,6 @@ class SessionMiddleware:
 
         if resolution.alias != DEFAULT_ALIAS:
             self._keep_alias_in_redirect(request, response, manager)
-        # A cache must key on every input that could have chosen the session.
         vary = []
         if need_vary and resolvers.COOKIE in conf.ID_RESOLVERS:
             vary.append("Cookie")
@@ -314,6 +315,17 @@ class SessionMiddleware:
         if vary:
             patch_vary_headers(response, vary)
         return response
+
+    @staticmethod
+    def _vary_inputs() -> list[str]:
+        """Every request input that could have chosen the session: a cache
+        must key on all of them."""
+        inputs = []
+        if resolvers.COOKIE in conf.ID_RESOLVERS:
+            inputs.append("Cookie")
+        if resolvers.HEADER in conf.ID_RESOLVERS:
+            inputs.append(str(conf.HEADER_NAME))
+        return inputs
 
     @staticmethod
     def _keep_alias_in_redirect(

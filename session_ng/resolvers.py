@@ -66,6 +66,10 @@ def resolve(request: HttpRequest) -> Resolution:
             result.alias = DEFAULT_ALIAS
             result.source = HEADER
             break
+    if result.source is None and result.header_present and not result.sessions:
+        # A header client starting out (placeholder value): its session will
+        # travel in the header, which names the default alias.
+        result.alias = DEFAULT_ALIAS
     return result
 
 

@@ -261,3 +261,17 @@ def test_a_redirect_that_names_an_alias_is_left_alone() -> None:
     request = RequestFactory().get("/?_s=1")
     response = SessionMiddleware(view)(request)
     assert response["Location"] == "/inbox?_s=0"
+
+
+async def test_the_limit_and_dead_alias_lookup_under_asgi(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "MAX_ALIASES": 1}
+    client = AsyncClient()
+    await client.post("/login/", ALICE)
+    alice_key = cookie(client)
+    client.cookies["sessionid"] = f"0.{alice_key}"
+    response = await client.post("/login/?_s=1", BOB)
+    assert response.status_code == 400
+    # With a dead alias 0 instead, the async lookup finds room.
+    client.cookies["sessionid"] = f"0.{'d' * 32}"
+    response = await client.post("/login/?_s=1", BOB)
+    assert response.status_code == 302

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import redis
 from django.test import Client
@@ -127,3 +129,33 @@ def test_a_forged_cross_site_login_is_refused() -> None:
 def test_the_header_alone_exempts_from_csrf_even_before_a_session_exists() -> None:
     response = header_client().post("/api/login/", ALICE, headers={"X-Auth-Token": "new"})
     assert response.status_code == 200
+
+
+def test_a_header_client_starting_out_gets_the_default_alias() -> None:
+    client = header_client()
+    response = client.post("/api/login/?_s=3", ALICE, headers={"X-Auth-Token": "new"})
+    token = response["X-Auth-Token"]
+    assert response.cookies["sessionid"].value == token  # the default alias: a bare key
+
+
+def test_vary_after_a_handled_outage_names_every_resolver_input(settings) -> None:  # type: ignore[no-untyped-def]
+    from django.http import HttpRequest, HttpResponse
+    from django.test import RequestFactory
+
+    from session_ng.exceptions import SessionStoreUnavailable
+    from session_ng.middleware import SessionMiddleware
+    from testproject.redis_server import free_port
+
+    settings.SESSION_NG = {
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "ID_RESOLVERS": ["header"],
+    }
+
+    def view(request: HttpRequest) -> HttpResponse:
+        with contextlib.suppress(SessionStoreUnavailable):
+            request.session.get("x")
+        return HttpResponse("fine")
+
+    request = RequestFactory().get("/", headers={"X-Auth-Token": "d" * 32})
+    response = SessionMiddleware(view)(request)
+    assert response["Vary"] == "X-Auth-Token"

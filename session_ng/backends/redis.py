@@ -11,7 +11,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -93,6 +93,7 @@ class SessionStore(SessionBase):
         # says whether another session may be created, or raises
         # TooManySessions (and is asked before anything is written).
         self.creation_check: Callable[[], None] | None = None
+        self.acreation_check: Callable[[], Awaitable[None]] | None = None
         self.refused: TooManySessions | None = None
 
     def _run(self, operation: repository.Operation[R]) -> R:
@@ -204,8 +205,16 @@ class SessionStore(SessionBase):
             self.modified = True
             return
 
+    async def _acheck_creation(self) -> None:
+        if self.acreation_check is not None:
+            try:
+                await self.acreation_check()
+            except TooManySessions as exc:
+                self.refused = exc
+                raise
+
     async def acreate(self) -> None:
-        self._check_creation()
+        await self._acheck_creation()
         while True:
             self._session_key = await self._aget_new_session_key()
             try:
