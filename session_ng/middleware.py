@@ -45,6 +45,11 @@ TOO_MANY_MESSAGE = (
     "This browser already has {limit} sessions, the most allowed. "
     "Sign out of one of them before signing in to another."
 )
+# Django's own wording for the same case.
+INTERRUPTED_MESSAGE = (
+    "The request's session was deleted before the request completed. "
+    "The user may have logged out in a concurrent request, for example."
+)
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -159,10 +164,7 @@ class SessionMiddleware:
             try:
                 session.save()
             except UpdateError:
-                raise SessionInterrupted(
-                    "The request's session was deleted before the request completed. "
-                    "The user may have logged out in a concurrent request, for example."
-                ) from None
+                raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
             return self._finish(request, response, plan, max_age, expires)
         return self._finish(request, response, plan, None, None)
 
@@ -180,10 +182,7 @@ class SessionMiddleware:
             try:
                 await session.asave()
             except UpdateError:
-                raise SessionInterrupted(
-                    "The request's session was deleted before the request completed. "
-                    "The user may have logged out in a concurrent request, for example."
-                ) from None
+                raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
             return self._finish(request, response, plan, max_age, expires)
         return self._finish(request, response, plan, None, None)
 
