@@ -201,4 +201,11 @@ class SessionManager:
         return result
 
     def prune(self, sessions: dict[str, str]) -> dict[str, str]:
-        return {a: k for a, k in sessions.items() if a not in self._dead}
+        """Drop aliases known to be dead: found so by users(), or by the
+        store's load, which checks the other aliases in the same round trip."""
+        alive = getattr(self.request.session, "companions_alive", None)
+        return {
+            a: k
+            for a, k in sessions.items()
+            if a not in self._dead and (alive is None or a == self.current_alias or k in alive)
+        }

@@ -112,6 +112,10 @@ class SessionMiddleware:
         resolution = resolvers.resolve(request)
         request.session = session = self.SessionStore(resolvers.current_key(resolution))
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
+        if isinstance(session, RedisSessionStore) and resolution.source == resolvers.COOKIE:
+            session.companions = [
+                key for alias, key in resolution.sessions.items() if alias != resolution.alias
+            ]
         if (
             resolution.source != resolvers.HEADER
             and resolution.alias not in resolution.sessions

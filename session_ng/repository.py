@@ -287,13 +287,41 @@ def parse_record(session_key: str, fields: Sequence[bytes]) -> Record | Corrupt:
 # --- operations --------------------------------------------------------------
 
 
+def _load_call(ns: str, session_key: str, now: int, refresh: bool) -> Eval:
+    return Eval(
+        LOAD,
+        (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
+        (now, "1" if refresh else "0", GRACE_MS),
+    )
+
+
+def load_with_others(
+    ns: str, session_key: str, now: int, refresh: bool, others: Sequence[str]
+) -> Operation[tuple[Record | Corrupt | None, set[str]]]:
+    """``load``, plus which of ``others`` are still alive, in the same round trip.
+
+    For a browser with several aliases: the cookie can drop dead ones on this
+    very response without costing another trip to Redis.
+    """
+    calls: list[Eval | Command] = [_load_call(ns, session_key, now, refresh)]
+    calls += [Command(("EXISTS", keys.session_shadow(ns, other))) for other in others]
+    try:
+        replies = yield Batch(calls)
+    except redis.exceptions.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        security_logger.warning(
+            "Session data corrupted: a key of session %s has the wrong type; treated as absent",
+            _short(session_key),
+        )
+        return CORRUPT, set(others)
+    alive = {other for other, exists in zip(others, replies[1:], strict=True) if exists}
+    return _loaded(session_key, replies[0]), alive
+
+
 def load(ns: str, session_key: str, now: int, refresh: bool) -> Operation[Record | Corrupt | None]:
     try:
-        reply = yield Eval(
-            LOAD,
-            (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
-            (now, "1" if refresh else "0", GRACE_MS),
-        )
+        reply = yield _load_call(ns, session_key, now, refresh)
     except redis.exceptions.ResponseError as exc:
         if "WRONGTYPE" not in str(exc):
             raise
@@ -302,6 +330,10 @@ def load(ns: str, session_key: str, now: int, refresh: bool) -> Operation[Record
             _short(session_key),
         )
         return CORRUPT
+    return _loaded(session_key, reply)
+
+
+def _loaded(session_key: str, reply: Any) -> Record | Corrupt | None:
     if reply is None:
         return None
     status, fields = reply

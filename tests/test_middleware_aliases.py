@@ -275,3 +275,17 @@ async def test_the_limit_and_dead_alias_lookup_under_asgi(settings, redis_server
     client.cookies["sessionid"] = f"0.{'d' * 32}"
     response = await client.post("/login/?_s=1", BOB)
     assert response.status_code == 302
+
+
+def test_any_response_that_loads_the_session_prunes_dead_aliases(roundtrips) -> None:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.post("/login/", ALICE)
+    alice_key = cookie(client)
+    client.cookies["sessionid"] = f"0.{alice_key}~1.{'d' * 32}~2.{'e' * 32}"
+    client.get("/api/session/")  # warm
+    client.cookies["sessionid"] = f"0.{alice_key}~1.{'d' * 32}~2.{'e' * 32}"
+    roundtrips.reset()
+    response = client.get("/api/session/")  # no account switcher here
+    assert response.json()["user"] == "alice"
+    assert cookie(client) == alice_key
+    assert roundtrips.count == 1  # the others were checked with the load

@@ -92,6 +92,11 @@ class SessionStore(SessionBase):
         # Set by session_ng's middleware when this request's alias is new: it
         # says whether another session may be created, or raises
         # TooManySessions (and is asked before anything is written).
+        # Keys of this browser's other sessions (other aliases), set by the
+        # middleware: checked in the same round trip as the load, so the
+        # cookie can drop dead ones. None until a load has checked them.
+        self.companions: list[str] = []
+        self.companions_alive: set[str] | None = None
         self.creation_check: Callable[[], None] | None = None
         self.acreation_check: Callable[[], Awaitable[None]] | None = None
         self.refused: TooManySessions | None = None
@@ -132,7 +137,16 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         snap = conf.snapshot()
-        loaded = self._run(repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access))
+        if self.companions:
+            loaded, self.companions_alive = self._run(
+                repository.load_with_others(
+                    snap.namespace, key, now_ms(), snap.refresh_on_access, self.companions
+                )
+            )
+        else:
+            loaded = self._run(
+                repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
+            )
         return self._accept(loaded)
 
     async def aload(self) -> dict[str, Any]:
@@ -140,9 +154,16 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         snap = conf.snapshot()
-        loaded = await self._arun(
-            repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
-        )
+        if self.companions:
+            loaded, self.companions_alive = await self._arun(
+                repository.load_with_others(
+                    snap.namespace, key, now_ms(), snap.refresh_on_access, self.companions
+                )
+            )
+        else:
+            loaded = await self._arun(
+                repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
+            )
         return self._accept(loaded)
 
     def _accept(self, loaded: Record | Corrupt | None) -> dict[str, Any]:
