@@ -243,9 +243,18 @@ _META_FIELDS = (b"created", b"accessed", b"max_inactive", b"expires_at", b"user"
 _ATTR_PREFIX = ATTR_PREFIX.encode()
 
 
-def parse_record(session_key: str, fields: Sequence[bytes]) -> Record | Corrupt:
-    """Turn HGETALL's flat reply into a Record (on the hot path: keep it lean)."""
-    stored = dict(zip(fields[::2], fields[1::2], strict=True))
+def parse_record(
+    session_key: str, fields: Sequence[bytes] | dict[bytes, bytes]
+) -> Record | Corrupt:
+    """Turn a hash into a Record (on the hot path: keep it lean).
+
+    ``fields`` is HGETALL's reply: the flat list a script returns, or the dict
+    redis-py makes of a plain HGETALL.
+    """
+    if isinstance(fields, dict):
+        stored = dict(fields)
+    else:
+        stored = dict(zip(fields[::2], fields[1::2], strict=True))
     meta = {name: stored.pop(name, None) for name in _META_FIELDS}
     attributes: dict[str, bytes] = {}
     cut = len(_ATTR_PREFIX)
@@ -369,6 +378,35 @@ def peek(ns: str, session_keys: Sequence[str]) -> Operation[dict[str, str | None
             user = replies[2 * i + 1]
             alive[key] = user.decode() if user else None
     return alive
+
+
+def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
+    """The live sessions in a user's index, read without touching them.
+
+    Entries whose session ended, or that belong to another user by now, are
+    removed from the index as they are found (so it never grows stale).
+    """
+    index = keys.user_index(ns, user_id)
+    members = yield Command(("SMEMBERS", index))
+    listed = sorted(m.decode() for m in members)
+    candidates = [k for k in listed if keys.is_valid_session_key(k)]
+    stale = [k for k in listed if not keys.is_valid_session_key(k)]
+    records: list[Record] = []
+    if candidates:
+        calls: list[Eval | Command] = []
+        for key in candidates:
+            calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
+            calls.append(Command(("HGETALL", keys.session_hash(ns, key))))
+        replies = yield Batch(calls)
+        for i, key in enumerate(candidates):
+            record = parse_record(key, replies[2 * i + 1]) if replies[2 * i] else None
+            if isinstance(record, Record) and record.user == user_id:
+                records.append(record)
+            else:
+                stale.append(key)
+    if stale:
+        yield Command(("SREM", index, *stale))
+    return records
 
 
 @dataclass

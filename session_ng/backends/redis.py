@@ -28,6 +28,7 @@ from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
 from session_ng.repository import Corrupt, Record, SavePlan
+from session_ng.signals import session_created, session_deleted
 
 R = TypeVar("R")
 security_logger = logging.getLogger("django.security.SuspiciousSession")
@@ -97,6 +98,9 @@ class SessionStore(SessionBase):
         # cookie can drop dead ones. None until a load has checked them.
         self.companions: list[str] = []
         self.companions_alive: set[str] | None = None
+        # None: slide the idle timer on load as REFRESH_ON_ACCESS says; False
+        # for code that only looks (session_ng.api.get_session).
+        self.touch: bool | None = None
         self.creation_check: Callable[[], None] | None = None
         self.acreation_check: Callable[[], Awaitable[None]] | None = None
         self.refused: TooManySessions | None = None
@@ -140,13 +144,11 @@ class SessionStore(SessionBase):
         if self.companions:
             loaded, self.companions_alive = self._run(
                 repository.load_with_others(
-                    snap.namespace, key, now_ms(), snap.refresh_on_access, self.companions
+                    snap.namespace, key, now_ms(), self._refresh(snap), self.companions
                 )
             )
         else:
-            loaded = self._run(
-                repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
-            )
+            loaded = self._run(repository.load(snap.namespace, key, now_ms(), self._refresh(snap)))
         return self._accept(loaded)
 
     async def aload(self) -> dict[str, Any]:
@@ -157,14 +159,17 @@ class SessionStore(SessionBase):
         if self.companions:
             loaded, self.companions_alive = await self._arun(
                 repository.load_with_others(
-                    snap.namespace, key, now_ms(), snap.refresh_on_access, self.companions
+                    snap.namespace, key, now_ms(), self._refresh(snap), self.companions
                 )
             )
         else:
             loaded = await self._arun(
-                repository.load(snap.namespace, key, now_ms(), snap.refresh_on_access)
+                repository.load(snap.namespace, key, now_ms(), self._refresh(snap))
             )
         return self._accept(loaded)
+
+    def _refresh(self, snap: Any) -> bool:
+        return bool(snap.refresh_on_access if self.touch is None else self.touch)
 
     def _accept(self, loaded: Record | Corrupt | None) -> dict[str, Any]:
         if not isinstance(loaded, Record):
@@ -172,10 +177,18 @@ class SessionStore(SessionBase):
             self._session_key = None
             self._record = None
             return {}
+        data, good = self.decode_attributes(loaded)
+        loaded.attributes = good
+        self._record = loaded
+        self._loaded_values = dict(data)
+        return data
+
+    def decode_attributes(self, record: Record) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """(decoded values, the raw values that decoded), undecodable ones dropped."""
         serializer = self.serializer()
         data: dict[str, Any] = {}
         good: dict[str, bytes] = {}
-        for name, raw in loaded.attributes.items():
+        for name, raw in record.attributes.items():
             try:
                 data[name] = serializer.loads(raw)
             except Exception:
@@ -184,14 +197,34 @@ class SessionStore(SessionBase):
                 security_logger.warning(
                     "Session data corrupted: attribute %r of session %s could not be decoded",
                     name,
-                    loaded.session_key[:6] + "…",
+                    record.session_key[:6] + "…",
                 )
                 continue
             good[name] = raw
-        loaded.attributes = good
-        self._record = loaded
-        self._loaded_values = dict(data)
-        return data
+        return data, good
+
+    # --- events --------------------------------------------------------------
+
+    def _created_event(self, plan: SavePlan) -> dict[str, Any] | None:
+        if not plan.create or plan.replaces is not None:
+            return None  # an update, or a rotation: the same session
+        return {
+            "session_key": plan.session_key,
+            "user_id": plan.user,
+            "data": dict(self._session_cache),
+        }
+
+    def _deleted_event(self, ended: repository.Ended | None) -> dict[str, Any] | None:
+        if ended is None:
+            return None
+        record = ended.record
+        if not isinstance(record, Record):
+            return {"session_key": ended.session_key, "user_id": None, "data": {}}
+        return {
+            "session_key": ended.session_key,
+            "user_id": record.user,
+            "data": self.decode_attributes(record)[0],
+        }
 
     # --- exists / create / save ----------------------------------------------
 
@@ -254,6 +287,9 @@ class SessionStore(SessionBase):
         plan = self._plan(data, must_create)
         if plan is not None:
             self._finish(plan, self._run(repository.save(conf.namespace, plan)))
+            event = self._created_event(plan)
+            if event is not None:
+                session_created.send(sender=type(self), **event)
 
     async def asave(self, must_create: bool = False) -> None:
         if self.session_key is None:
@@ -264,6 +300,9 @@ class SessionStore(SessionBase):
         plan = self._plan(data, must_create)
         if plan is not None:
             self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
+            event = self._created_event(plan)
+            if event is not None:
+                await session_created.asend(sender=type(self), **event)
 
     def _forgotten(self) -> bool:
         """True when the load just found nothing and dropped the key."""
@@ -430,17 +469,23 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        self._run(repository.delete(conf.namespace, *target))
+        ended = self._run(repository.delete(conf.namespace, *target))
         if target[0] == self.session_key:
             self._record = None
+        event = self._deleted_event(ended)
+        if event is not None:
+            session_deleted.send(sender=type(self), **event)
 
     async def adelete(self, session_key: str | None = None) -> None:
         target = self._delete_target(session_key)
         if target is None:
             return
-        await self._arun(repository.delete(conf.namespace, *target))
+        ended = await self._arun(repository.delete(conf.namespace, *target))
         if target[0] == self.session_key:
             self._record = None
+        event = self._deleted_event(ended)
+        if event is not None:
+            await session_deleted.asend(sender=type(self), **event)
 
     # --- expiry of sessions that never expire --------------------------------
 

@@ -1,0 +1,144 @@
+"""Sessions for code that is not a request: a Celery task, a management
+command, an "active sessions" page, a password change.
+
+Every function has an ``a``-prefixed twin on ``redis.asyncio``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from session_ng import repository
+from session_ng.backends.redis import SessionStore
+from session_ng.client_info import CLIENT_KEY
+from session_ng.conf import conf
+from session_ng.keys import is_valid_session_key
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One live session of a user, as an "active sessions" page lists it."""
+
+    session_key: str
+    created: datetime
+    last_access: datetime
+    # None for a session that never expires.
+    expires: datetime | None
+    # Recorded at login (empty when unknown).
+    user_agent: str
+    ip: str
+
+
+def _user_id(user: Any) -> str:
+    """A user instance or a primary key, as the index spells it."""
+    return str(getattr(user, "pk", user))
+
+
+def _when(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _info(record: repository.Record) -> SessionInfo:
+    if record.expires_at is not None:
+        expires: datetime | None = _when(record.expires_at)
+    elif record.max_inactive >= 0:
+        expires = _when(record.accessed + record.max_inactive * 1000)
+    else:
+        expires = None
+    client = _client(record.attributes.get(CLIENT_KEY))
+    return SessionInfo(
+        session_key=record.session_key,
+        created=_when(record.created),
+        last_access=_when(record.accessed),
+        expires=expires,
+        user_agent=str(client.get("ua", "")),
+        ip=str(client.get("ip", "")),
+    )
+
+
+def _client(raw: bytes | None) -> dict[str, Any]:
+    """The login record, or {} when absent or unreadable (it is only shown)."""
+    if raw is None:
+        return {}
+    try:
+        value = import_string(settings.SESSION_SERIALIZER)().loads(raw)
+    except Exception:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _sorted(records: list[repository.Record]) -> list[SessionInfo]:
+    # Most recently used first, as such pages usually show them.
+    return [_info(r) for r in sorted(records, key=lambda r: r.accessed, reverse=True)]
+
+
+def _excluded(exclude: str | Iterable[str] | None) -> set[str]:
+    if exclude is None:
+        return set()
+    return {exclude} if isinstance(exclude, str) else set(exclude)
+
+
+def get_session(session_key: str) -> SessionStore | None:
+    """The session under ``session_key``, loaded, or None if there is none.
+
+    Reading it does not count as activity (the idle timer is not slid); save()
+    works as in a view.
+    """
+    if not is_valid_session_key(session_key):
+        return None
+    store = SessionStore(session_key)
+    store.touch = False
+    store._session_cache = store.load()
+    return store if store.session_key is not None else None
+
+
+async def aget_session(session_key: str) -> SessionStore | None:
+    if not is_valid_session_key(session_key):
+        return None
+    store = SessionStore(session_key)
+    store.touch = False
+    store._session_cache = await store.aload()
+    return store if store.session_key is not None else None
+
+
+def find_sessions(user: Any) -> list[SessionInfo]:
+    """``user``'s live sessions (a user instance or a primary key)."""
+    return _sorted(repository.run(repository.user_sessions(conf.namespace, _user_id(user))))
+
+
+async def afind_sessions(user: Any) -> list[SessionInfo]:
+    records = await repository.arun(repository.user_sessions(conf.namespace, _user_id(user)))
+    return _sorted(records)
+
+
+def delete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> int:
+    """End ``user``'s sessions but those in ``exclude``; returns how many.
+
+    Each ends as delete() ends it: ``session_deleted`` is sent for it. Pass
+    ``exclude=request.session.session_key`` for "sign out everywhere else", or
+    call it after a password change to end the other sessions at once rather
+    than when they next fail Django's session-hash check.
+    """
+    keep = _excluded(exclude)
+    count = 0
+    for info in find_sessions(user):
+        if info.session_key not in keep:
+            SessionStore().delete(info.session_key)
+            count += 1
+    return count
+
+
+async def adelete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> int:
+    keep = _excluded(exclude)
+    count = 0
+    for info in await afind_sessions(user):
+        if info.session_key not in keep:
+            await SessionStore().adelete(info.session_key)
+            count += 1
+    return count
