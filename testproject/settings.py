@@ -69,3 +69,5 @@ STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+# The demo keeps a table of the session events it receives (shown at /events/).
+DEMO_EVENT_LOG = True

@@ -15,6 +15,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # The conftest starts a private redis-server and fills in its URL.
 SESSION_NG = {"REDIS_URL": "redis://127.0.0.1:1/0", "ID_RESOLVERS": ["cookie", "header"]}
 
+# Tests that need the demo's event log switch it on themselves.
+DEMO_EVENT_LOG = False
+
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }

@@ -67,6 +67,7 @@ def test_deleted_with_the_data_it_held(events) -> None:  # type: ignore[no-untyp
     assert len(events) == 1
 
 
+@pytest.mark.django_db(transaction=True)
 async def test_async_paths_send_the_same(events) -> None:  # type: ignore[no-untyped-def]
     s = SessionStore()
     await s.aset("a", 1)
@@ -147,9 +148,17 @@ def test_get_session_reads_without_sliding_the_timer(r: redis.Redis) -> None:
     assert api.get_session("not a key") is None
 
 
+async def alogged_in(user_id: str) -> SessionStore:
+    s = SessionStore()
+    await s.aset("_auth_user_id", user_id)
+    await s.asave()
+    return s
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_async_api_twins() -> None:
-    a = logged_in("13")
-    b = logged_in("13")
+    a = await alogged_in("13")
+    b = await alogged_in("13")
     assert {i.session_key for i in await api.afind_sessions("13")} == {a.session_key, b.session_key}
     store = await api.aget_session(a.session_key)  # type: ignore[arg-type]
     assert store is not None

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 from django.contrib.auth import authenticate, login, logout
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+
+from session_ng import api
+from session_ng.backends.redis import SessionStore
+from testproject.demo.models import SessionEvent
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -70,3 +75,34 @@ def session_json(request: HttpRequest) -> JsonResponse:
             "session": {k: v for k, v in request.session.items() if not k.startswith("_")},
         }
     )
+
+
+@login_required
+def active_sessions(request: HttpRequest) -> HttpResponse:
+    return render(
+        request,
+        "demo/sessions.html",
+        {"sessions": api.find_sessions(request.user), "current": request.session.session_key},
+    )
+
+
+@login_required
+@require_POST
+def end_session(request: HttpRequest, session_key: str) -> HttpResponse:
+    # Only one of this user's own sessions: the key comes from the URL.
+    mine = {info.session_key for info in api.find_sessions(request.user)}
+    if session_key not in mine:
+        raise Http404("No such session.")
+    SessionStore().delete(session_key)
+    return redirect(request.session_manager.encode_url("/sessions/"))  # type: ignore[attr-defined]
+
+
+@login_required
+@require_POST
+def end_other_sessions(request: HttpRequest) -> HttpResponse:
+    api.delete_sessions(request.user, exclude=request.session.session_key)
+    return redirect(request.session_manager.encode_url("/sessions/"))  # type: ignore[attr-defined]
+
+
+def event_log(request: HttpRequest) -> HttpResponse:
+    return render(request, "demo/events.html", {"events": SessionEvent.objects.all()[:50]})
