@@ -30,6 +30,26 @@ def session_shadow(ns: str, session_key: str) -> str:
     return f"{ns}:sessions:{{{session_key}}}:expires"
 
 
+def session_event(ns: str, session_key: str) -> str:
+    """The claim on the event that ended this session (same slot as its hash).
+
+    Whoever sets it first (SET NX) reports the end; session_ng's own delete and
+    key rotation set it before they delete, so no worker reports them again.
+    """
+    return f"{ns}:sessions:{{{session_key}}}:event"
+
+
+def session_key_from_shadow(ns: str, name: str) -> str | None:
+    """Inverse of :func:`session_shadow`."""
+    suffix = ":expires"
+    return session_key_from_hash(ns, name[: -len(suffix)]) if name.endswith(suffix) else None
+
+
+def worker_lock(ns: str) -> str:
+    """Held by the one worker that sweeps."""
+    return f"{ns}:worker:lock"
+
+
 def expiration_bucket(ns: str, epoch_minute: int) -> str:
     return f"{ns}:expirations:{epoch_minute}"
 

@@ -33,6 +33,12 @@ security_logger = logging.getLogger("django.security.SuspiciousSession")
 # past their minute.
 GRACE_MS = 300_000
 MINUTE_MS = 60_000
+# How long an expiration bucket is kept past its minute: long enough for a
+# worker that was down to catch up on the ends it missed.
+BUCKET_KEEP_MS = 24 * 3600 * 1000
+# How long the claim on a session's end event lasts: longer than any worker
+# could take to act on the notification, and than the grace period.
+CLAIM_MS = 2 * GRACE_MS
 ATTR_PREFIX = "attr:"
 
 # Errors that mean "Redis is not there right now", as opposed to a bug.
@@ -460,7 +466,11 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
         extra.append(keys.user_index(ns, plan.user))
     if plan.replaces is not None:
         layout += "r"
-        extra += [keys.session_hash(ns, plan.replaces), keys.session_shadow(ns, plan.replaces)]
+        extra += [
+            keys.session_hash(ns, plan.replaces),
+            keys.session_shadow(ns, plan.replaces),
+            keys.session_event(ns, plan.replaces),
+        ]
     user_op = ""  # unchanged
     if plan.user_changed:
         user_op = "-" if plan.user is None else f"={plan.user}"
@@ -477,6 +487,7 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
         plan.session_key,
         plan.replaces or "",
         "1" if plan.sets_expiry else "0",
+        BUCKET_KEEP_MS,
         len(plan.to_set),
     ]
     for name, value in plan.to_set.items():
@@ -505,11 +516,22 @@ class Ended:
 
 def delete(ns: str, session_key: str, user: str | None) -> Operation[Ended | None]:
     """Delete a session; ``user`` is who the caller believes owns it (or None)."""
-    session_keys = [keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)]
+    session_keys = [
+        keys.session_hash(ns, session_key),
+        keys.session_shadow(ns, session_key),
+        keys.session_event(ns, session_key),
+    ]
     if user is not None:
         session_keys.append(keys.user_index(ns, user))
-    removed, fields = yield Eval(DELETE, session_keys, (session_key,))
-    if not removed:
+    claimed, fields = yield Eval(DELETE, session_keys, (session_key, CLAIM_MS))
+    if not claimed:
+        # Not alive any more (or already ended by someone else, who reports it).
+        stored_user = None
+        if fields:
+            record = parse_record(session_key, fields)
+            stored_user = record.user if isinstance(record, Record) else None
+        if stored_user is not None and stored_user != user:
+            yield Command(("SREM", keys.user_index(ns, stored_user), session_key))
         return None
     record = parse_record(session_key, fields) if fields else None
     stored_user = record.user if isinstance(record, Record) else None
@@ -528,8 +550,8 @@ class SweepReport:
 
 
 SWEEP_BATCH = 500
-# Buckets live GRACE_MS past their minute; older ones are gone already.
-SWEEP_LOOKBACK_MINUTES = GRACE_MS // MINUTE_MS + 1
+# Buckets live BUCKET_KEEP_MS past their minute; older ones are gone already.
+SWEEP_LOOKBACK_MINUTES = BUCKET_KEEP_MS // MINUTE_MS + 1
 
 
 def sweep(ns: str, now: int) -> Operation[SweepReport]:
@@ -578,7 +600,7 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
                     if new_minute:
                         new_bucket = keys.expiration_bucket(ns, int(new_minute))
                         follow_up.append(Command(("SADD", new_bucket, session_key)))
-                        expire_at = int(new_minute) * MINUTE_MS + GRACE_MS
+                        expire_at = int(new_minute) * MINUTE_MS + BUCKET_KEEP_MS
                         follow_up.append(Command(("PEXPIREAT", new_bucket, expire_at)))
                         if user:
                             # Keep the index alive as long as this session.

@@ -8,13 +8,15 @@
 --   x  expiration bucket it was filed under before (SREM)
 --   o  user index of the user who left this session (SREM)
 --   u  user index of the session's logged-in user (SADD, TTL refresh)
---   r  two keys: hash and shadow of the session this one replaces (rotation)
+--   r  three keys: hash, shadow and event claim of the session this one
+--      replaces (rotation; the claim says "rotated" so no worker reports it)
 -- ARGV: 1 now ms | 2 mode | 3 max_inactive s (-1 never)
 --   | 4 expires_at ms or "" | 5 grace ms | 6 created ms or "" (now)
 --   | 7 bucket minute or "" | 8 user op: "" unchanged, "-" logged out, "=<id>"
 --   | 9 layout | 10 session key | 11 replaced session key or ""
 --   | 12 "1" if this save sets the expiry (ARGV 3-4), "0" if it only carries
---     the values the caller loaded | 13 n_set, then n_set name/value pairs
+--     the values the caller loaded | 13 how long a bucket is kept past its
+--     minute (ms) | 14 n_set, then n_set name/value pairs
 --   | then n_del, then n_del names
 --
 -- Modes: "create" (the key must be free), "update" (the session must be
@@ -52,7 +54,9 @@ local k = 3
 for letter in string.gmatch(ARGV[9], '.') do
   slot[letter] = KEYS[k]
   k = k + 1
-  if letter == 'r' then slot['r2'] = KEYS[k]; k = k + 1 end
+  if letter == 'r' then
+    slot['r2'] = KEYS[k]; slot['r3'] = KEYS[k + 1]; k = k + 2
+  end
 end
 
 -- The expiry. A save that did not change it must not undo a concurrent
@@ -71,7 +75,7 @@ if mode ~= 'create' and ARGV[12] ~= '1' then
 end
 
 -- The attributes.
-local pos = 13
+local pos = 14
 local n_set = tonumber(ARGV[pos]); pos = pos + 1
 if mode == 'replace' then
   local keep = {}
@@ -129,7 +133,7 @@ if not keep_bucket then
   if slot['x'] then redis.call('SREM', slot['x'], leaving) end
   if slot['b'] then
     redis.call('SADD', slot['b'], session_key)
-    redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + grace)
+    redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + tonumber(ARGV[13]))
     put('bucket', ARGV[7])
   elseif life == nil and mode ~= 'create' then
     to_delete[#to_delete + 1] = 'bucket'
@@ -148,8 +152,9 @@ elseif life > 0 then
   redis.call('SET', shadow, '', 'PX', life)
   redis.call('PEXPIRE', hash, life + grace)
 else
-  -- An expiry date already past: the session ends now.
-  redis.call('DEL', shadow)
+  -- An expiry date already past: the session ends now. The shadow key is
+  -- let expire (not deleted) so that this end is reported as an expiry.
+  redis.call('SET', shadow, '', 'PX', 1)
   redis.call('PEXPIRE', hash, grace)
 end
 
@@ -157,6 +162,7 @@ end
 if slot['o'] then redis.call('SREM', slot['o'], leaving) end
 if slot['r'] then
   if slot['u'] then redis.call('SREM', slot['u'], leaving) end
+  redis.call('SET', slot['r3'], 'rotated', 'PX', grace)
   redis.call('DEL', slot['r'], slot['r2'])
 end
 if slot['u'] then
