@@ -524,21 +524,14 @@ def delete(ns: str, session_key: str, user: str | None) -> Operation[Ended | Non
     if user is not None:
         session_keys.append(keys.user_index(ns, user))
     claimed, fields = yield Eval(DELETE, session_keys, (session_key, CLAIM_MS))
-    if not claimed:
-        # Not alive any more (or already ended by someone else, who reports it).
-        stored_user = None
-        if fields:
-            record = parse_record(session_key, fields)
-            stored_user = record.user if isinstance(record, Record) else None
-        if stored_user is not None and stored_user != user:
-            yield Command(("SREM", keys.user_index(ns, stored_user), session_key))
-        return None
     record = parse_record(session_key, fields) if fields else None
     stored_user = record.user if isinstance(record, Record) else None
     if stored_user is not None and stored_user != user:
         # The caller did not know (or knew wrong) whose session this was.
         yield Command(("SREM", keys.user_index(ns, stored_user), session_key))
-    return Ended(session_key, record)
+    # Not claimed: it was not alive any more, or its end was claimed (and is
+    # reported) by someone else.
+    return Ended(session_key, record) if claimed else None
 
 
 @dataclass

@@ -143,8 +143,11 @@ def test_a_short_session_really_expires(r: redis.Redis) -> None:
 
 def test_expiry_in_the_past_ends_the_session_at_once(r: redis.Redis) -> None:
     s = saved_with(-timedelta(seconds=10))
-    assert r.exists(shadow_key(s)) == 0
+    # The shadow key is left to expire within a millisecond (not deleted), so
+    # the end is reported as an expiry.
+    assert r.pttl(shadow_key(s)) in (-2, 0, 1)
     assert SessionStore(s.session_key).load() == {}
+    assert r.exists(shadow_key(s)) == 0
 
 
 def test_a_stale_writer_does_not_undo_a_concurrent_set_expiry(r: redis.Redis) -> None:
