@@ -38,3 +38,33 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
             )
         )
     return messages
+
+
+@register(Tags.compatibility, deploy=True)
+def check_keyspace_notifications(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``manage.py check --deploy``: does Redis publish the events the worker needs?
+
+    Asks Redis by making it publish (no CONFIG, which managed Redis may forbid).
+    """
+    if conf.problems():
+        return []  # the settings errors say what to fix first
+    from session_ng.events import probe_now
+    from session_ng.exceptions import SessionStoreUnavailable
+
+    try:
+        missing = probe_now()
+    except SessionStoreUnavailable as exc:
+        return [Warning(f"Could not reach Redis to check keyspace notifications: {exc}",
+                        id="session_ng.W004")]  # fmt: skip
+    if not missing:
+        return []
+    return [
+        Warning(
+            f"Redis does not publish {' and '.join(missing)} keyspace events, so "
+            "session_ng_worker cannot report expired sessions promptly or deletes made "
+            "outside session_ng.",
+            hint="Set notify-keyspace-events to include 'Egx' (with "
+            "CONFIGURE_KEYSPACE_NOTIFICATIONS the worker does it itself).",
+            id="session_ng.W003",
+        )
+    ]

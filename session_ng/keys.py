@@ -45,6 +45,11 @@ def session_key_from_shadow(ns: str, name: str) -> str | None:
     return session_key_from_hash(ns, name[: -len(suffix)]) if name.endswith(suffix) else None
 
 
+def notification_probe(ns: str, token: str) -> str:
+    """A throwaway key whose notifications show whether Redis sends them."""
+    return f"{ns}:worker:probe:{token}"
+
+
 def worker_lock(ns: str) -> str:
     """Held by the one worker that sweeps."""
     return f"{ns}:worker:lock"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -71,6 +72,8 @@ LOAD = Script("load")
 SAVE = Script("save")
 DELETE = Script("delete")
 SWEEP_MEMBER = Script("sweep_member")
+LOCK = Script("lock")
+UNLOCK = Script("unlock")
 
 
 # --- steps -------------------------------------------------------------------
@@ -614,3 +617,102 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
         yield Batch([Command(("DEL", bucket_key)), Command(("SET", cursor_key, minute))])
         report.buckets += 1
     return report
+
+
+# --- the worker's operations -------------------------------------------------
+
+
+class NotClaimed:
+    """Someone else reports this end (or already did)."""
+
+
+NOT_CLAIMED = NotClaimed()
+
+
+def claim_end(
+    ns: str, session_key: str, kind: str
+) -> Operation[Record | Corrupt | NotClaimed | None]:
+    """Claim the report of a session's end; on success, read what it held.
+
+    Exactly one caller gets the record (or None if the data is gone): the
+    claim is a SET NX in the session's own slot. A "deleted" end also removes
+    whatever is left of the session, so it cannot come back.
+    """
+    claimed = yield Command(
+        ("SET", keys.session_event(ns, session_key), kind, "NX", "PX", CLAIM_MS)
+    )
+    if not claimed:
+        return NOT_CLAIMED
+    fields = yield Command(("HGETALL", keys.session_hash(ns, session_key)))
+    record = parse_record(session_key, fields) if fields else None
+    follow_up: list[Eval | Command] = []
+    if isinstance(record, Record) and record.user:
+        follow_up.append(Command(("SREM", keys.user_index(ns, record.user), session_key)))
+    if kind == "deleted":
+        follow_up.append(
+            Command(
+                ("DEL", keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key))
+            )
+        )
+    if follow_up:
+        yield Batch(follow_up)
+    return record
+
+
+def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:
+    """Look at every session filed under ``minute``: Redis expires those whose
+    time has come as they are looked at. Returns the keys found ended."""
+    members = yield Command(("SMEMBERS", keys.expiration_bucket(ns, minute)))
+    session_keys = sorted(m.decode() for m in members if keys.is_valid_session_key(m.decode()))
+    if not session_keys:
+        return []
+    replies = yield Batch([Command(("EXISTS", keys.session_shadow(ns, k))) for k in session_keys])
+    return [k for k, alive in zip(session_keys, replies, strict=True) if not alive]
+
+
+def hold_lock(ns: str, owner: str, ttl_ms: int) -> Operation[bool]:
+    held = yield Eval(LOCK, (keys.worker_lock(ns),), (owner, ttl_ms))
+    return bool(held)
+
+
+def release_lock(ns: str, owner: str) -> Operation[bool]:
+    released = yield Eval(UNLOCK, (keys.worker_lock(ns),), (owner,))
+    return bool(released)
+
+
+# What the worker needs Redis to publish: E keyevent channel, g generic
+# commands (del), x expired.
+NOTIFY_FLAGS = "Egx"
+
+
+def notification_flags() -> Operation[str]:
+    reply = yield Command(("CONFIG", "GET", "notify-keyspace-events"))
+    values = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
+    value = next(iter(values.values()), b"")
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def missing_flags(current: str) -> str:
+    """Which of NOTIFY_FLAGS ``current`` lacks ("A" stands for g$lshzxetd)."""
+    have = set(current)
+    if "A" in have:
+        have |= set("g$lshzxetd")
+    return "".join(flag for flag in NOTIFY_FLAGS if flag not in have)
+
+
+def enable_notifications(current: str) -> Operation[str]:
+    """Add what is missing to notify-keyspace-events, keeping what is there."""
+    wanted = current + missing_flags(current)
+    yield Command(("CONFIG", "SET", "notify-keyspace-events", wanted))
+    return wanted
+
+
+def probe_notifications(ns: str, token: str) -> Operation[None]:
+    """Make Redis publish one "expired" and one "del" keyevent, if it publishes
+    them at all: a check of notify-keyspace-events that needs no CONFIG."""
+    expiring = keys.notification_probe(ns, token + ":x")
+    deleted = keys.notification_probe(ns, token + ":d")
+    yield Batch([Command(("SET", expiring, "", "PX", 1)), Command(("SET", deleted, ""))])
+    yield Command(("DEL", deleted))
+    time.sleep(0.005)
+    yield Command(("EXISTS", expiring))  # expires it now, if it has not been yet

@@ -1,0 +1,7 @@
+-- Let go of the worker lock, if this worker holds it.
+--
+-- KEYS[1] the lock. ARGV[1] this worker's id. Returns 1 if it was released.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0

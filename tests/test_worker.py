@@ -1,0 +1,266 @@
+"""manage.py session_ng_worker, as real processes against real Redis servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from session_ng import keys
+from session_ng.backends.redis import SessionStore
+from testproject.redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "session_ng"
+
+
+class WorkerProcess:
+    count = 0
+
+    def __init__(self, url: str, log: Path, configure: bool = True, lock_ttl: float = 1.5) -> None:
+        WorkerProcess.count += 1
+        self.stderr = log.with_name(f"worker-{WorkerProcess.count}.stderr")
+        env = {
+            **os.environ,
+            "REDIS_URL": url,
+            "SESSION_NG_EVENT_LOG": str(log),
+            "CONFIGURE_NOTIFICATIONS": "1" if configure else "0",
+        }
+        with open(self.stderr, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable, "manage.py", "session_ng_worker",
+                    "--settings=tests.worker_settings",
+                    "--sweep-interval", "0.2", "--lock-ttl", str(lock_ttl),
+                ],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+            )  # fmt: skip
+        self.wait_for_log("listening on db")
+
+    def log(self) -> str:
+        return self.stderr.read_text()
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> None:
+        wait_until(lambda: text in self.log() or self.process.poll() is not None, timeout)
+        if text not in self.log():
+            raise AssertionError(f"worker never logged {text!r}:\n{self.log()}")
+
+    killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=15)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def events(log: Path) -> list[dict[str, Any]]:
+    if not log.exists():
+        return []
+    found = [json.loads(line) for line in log.read_text().splitlines() if line]
+    for event in found:
+        event.pop("pid")
+    return found
+
+
+def wait_for_events(log: Path, n: int, timeout: float = 8.0) -> list[dict[str, Any]]:
+    wait_until(lambda: len(events(log)) >= n, timeout)
+    return events(log)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    return tmp_path / "events.jsonl"
+
+
+@pytest.fixture
+def start(log: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start_worker(url: str, **kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(url, log, **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start_worker
+    for worker in started:
+        if not worker.killed:
+            assert worker.stop() == 0, worker.log()
+
+
+def session(user: str | None = None, expiry: int | None = None, **data: Any) -> SessionStore:
+    s = SessionStore()
+    if user is not None:
+        s["_auth_user_id"] = user
+    s.update(data)
+    if expiry is not None:
+        s.set_expiry(expiry)
+    s.save()
+    assert s.session_key is not None
+    return s
+
+
+def test_an_expiry_is_reported_once_with_its_data(start, redis_server, log, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    start(redis_server.url)
+    s = session(user="5", expiry=1, cart=[1, 2])
+    assert wait_for_events(log, 1) == [
+        {"kind": "expired", "session_key": s.session_key, "user_id": "5",
+         "data": {"_auth_user_id": "5", "cart": [1, 2], "_session_expiry": 1}},
+    ]  # fmt: skip
+    time.sleep(0.6)  # a few more sweeps: still once
+    assert len(events(log)) == 1
+    assert r.exists(keys.user_index(NS, "5")) == 0
+
+
+def test_deletes_made_outside_session_ng_are_reported(
+    start, redis_server, log, r: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    start(redis_server.url)
+    by_hash = session(user="6", note="a")
+    by_shadow = session(user="7", note="b")
+    r.delete(keys.session_hash(NS, by_hash.session_key))  # type: ignore[arg-type]
+    r.delete(keys.session_shadow(NS, by_shadow.session_key))  # type: ignore[arg-type]
+    found = sorted(wait_for_events(log, 2), key=lambda e: e["user_id"] or "")
+    assert found == sorted(
+        [
+            # The hash is gone, and with it who owned it and what it held.
+            {"kind": "deleted", "session_key": by_hash.session_key, "user_id": None, "data": {}},
+            {"kind": "deleted", "session_key": by_shadow.session_key, "user_id": "7",
+             "data": {"_auth_user_id": "7", "note": "b"}},
+        ],
+        key=lambda e: e["user_id"] or "",
+    )  # fmt: skip
+    # What was left of the second is removed too: it cannot come back.
+    assert r.exists(keys.session_hash(NS, by_shadow.session_key)) == 0  # type: ignore[arg-type]
+
+
+def test_session_ngs_own_deletes_and_rotations_are_not_reported_again(
+    start, redis_server, log, r: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    start(redis_server.url)
+    session(user="8").delete()
+    session(user="8").flush()
+    session(user="8").cycle_key()
+    # The control: the worker is listening, and reports this one only.
+    control = session(user="8")
+    r.delete(keys.session_hash(NS, control.session_key))  # type: ignore[arg-type]
+    wait_for_events(log, 1)
+    time.sleep(0.6)
+    assert [(e["kind"], e["session_key"]) for e in events(log)] == [
+        ("deleted", control.session_key)
+    ]
+
+
+def test_two_workers_report_each_end_exactly_once(start, redis_server, log, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    first, second = start(redis_server.url), start(redis_server.url)
+    expiring = [session(user=str(i), expiry=1) for i in range(3)]
+    deleted = [session(user="9") for _ in range(2)]
+    for s in deleted:
+        r.delete(keys.session_hash(NS, s.session_key))  # type: ignore[arg-type]
+    found = wait_for_events(log, 5)
+    time.sleep(0.6)
+    found = events(log)
+    assert sorted((e["kind"], e["session_key"]) for e in found) == sorted(
+        [("expired", s.session_key) for s in expiring]
+        + [("deleted", s.session_key) for s in deleted]
+    )
+    # One of them sweeps.
+    leaders = [w for w in (first, second) if "took the sweep lock" in w.log()]
+    assert len(leaders) == 1
+
+
+def test_the_sweep_lock_passes_on_when_its_holder_dies(start, redis_server, log) -> None:  # type: ignore[no-untyped-def]
+    first, second = start(redis_server.url), start(redis_server.url)
+    wait_until(lambda: "took the sweep lock" in first.log() + second.log(), 5)
+    leader, other = (first, second) if "took the sweep lock" in first.log() else (second, first)
+    leader.kill()
+    other.wait_for_log("took the sweep lock", timeout=5)
+    s = session(user="10", expiry=1)
+    assert [e["session_key"] for e in wait_for_events(log, 1)] == [s.session_key]
+
+
+def test_a_worker_catches_up_on_what_ended_while_none_ran(start, redis_server, log) -> None:  # type: ignore[no-untyped-def]
+    s = session(user="11", expiry=1, note="missed")
+    time.sleep(1.3)  # it ended with no worker listening
+    start(redis_server.url)
+    assert wait_for_events(log, 1) == [
+        {"kind": "expired", "session_key": s.session_key, "user_id": "11",
+         "data": {"_auth_user_id": "11", "note": "missed", "_session_expiry": 1}},
+    ]  # fmt: skip
+
+
+def test_with_configuration_off_no_config_command_is_sent(start, settings, log) -> None:  # type: ignore[no-untyped-def]
+    with RedisServer("--notify-keyspace-events", "Egx") as server:
+        settings.SESSION_NG = {"REDIS_URL": server.url}
+        worker = start(server.url, configure=False)
+        s = session(user="12", expiry=1)
+        assert [e["session_key"] for e in wait_for_events(log, 1)] == [s.session_key]
+        assert worker.stop() == 0
+        stats = redis.Redis.from_url(server.url).info("commandstats")
+        assert not [name for name in stats if name.startswith("cmdstat_config")]
+        assert "does not publish" not in worker.log()
+
+
+def test_with_configuration_off_missing_flags_are_reported_clearly(start, settings) -> None:  # type: ignore[no-untyped-def]
+    with RedisServer() as server:  # notify-keyspace-events is "" by default
+        worker = start(server.url, configure=False)
+        worker.wait_for_log("does not publish expired and del keyspace events")
+        assert worker.stop() == 0
+        stats = redis.Redis.from_url(server.url).info("commandstats")
+        assert not [name for name in stats if name.startswith("cmdstat_config")]
+
+
+def test_with_configuration_on_the_flags_are_set(start) -> None:  # type: ignore[no-untyped-def]
+    with RedisServer("--notify-keyspace-events", "K$") as server:
+        start(server.url)
+        client = redis.Redis.from_url(server.url)
+        flags = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        assert set(flags) == set("gxK$E")  # what was there is kept
+
+
+def test_sigterm_stops_it_cleanly(start, redis_server) -> None:  # type: ignore[no-untyped-def]
+    worker = start(redis_server.url)
+    assert worker.stop() == 0
+    assert "stopped after reporting 0 events" in worker.log()
+
+
+def test_it_reconnects_after_redis_restarts_and_sets_the_flags_again(start, settings, log) -> None:  # type: ignore[no-untyped-def]
+    server = RedisServer().start()
+    try:
+        settings.SESSION_NG = {"REDIS_URL": server.url}
+        worker = start(server.url)
+        server.stop()
+        worker.wait_for_log("Redis unavailable")
+        server = RedisServer(port=server.port).start()  # empty, flags back to ""
+        wait_until(lambda: worker.log().count("listening on db") == 2, 15)
+        client = redis.Redis.from_url(server.url)
+        assert set(client.config_get("notify-keyspace-events")["notify-keyspace-events"]) == set(
+            "Egx"
+        )
+        client.close()
+        s = session(user="13", expiry=1)
+        assert [e["session_key"] for e in wait_for_events(log, 1)] == [s.session_key]
+    finally:
+        server.stop()
