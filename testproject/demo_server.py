@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 from testproject.redis_server import RedisServer
@@ -22,6 +23,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
     server = None
+    worker: subprocess.Popen[bytes] | None = None
     if not os.environ.get("REDIS_URL"):
         server = RedisServer().start()
         os.environ["REDIS_URL"] = server.url
@@ -30,12 +32,19 @@ def main() -> None:
         from django.core.management import execute_from_command_line
 
         execute_from_command_line([sys.argv[0], "migrate", "--noinput", "-v", "0"])
+        # The worker turns expiries into session_expired (see /events/).
+        worker = subprocess.Popen(
+            [sys.executable, "manage.py", "session_ng_worker"], env=os.environ.copy()
+        )
         addr = os.environ.get("DEMO_ADDR", "127.0.0.1:8000")
         print(f"Serving testproject on http://{addr}/ (Ctrl-C stops it)", flush=True)
         execute_from_command_line([sys.argv[0], "runserver", addr, "--noreload"])
     except KeyboardInterrupt:
         pass
     finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            worker.wait(timeout=10)
         if server is not None:
             server.stop()
 

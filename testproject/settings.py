@@ -69,5 +69,13 @@ STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
+# Show what session_ng (and its worker) does on the console.
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"session_ng": {"handlers": ["console"], "level": "INFO"}},
+}
+
 # The demo keeps a table of the session events it receives (shown at /events/).
 DEMO_EVENT_LOG = True

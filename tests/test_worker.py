@@ -105,9 +105,10 @@ def start(log: Path) -> Iterator[Callable[..., WorkerProcess]]:
         return worker
 
     yield start_worker
-    for worker in started:
-        if not worker.killed:
-            assert worker.stop() == 0, worker.log()
+    # Stop every one before judging any, so a failure leaves no process behind.
+    codes = [(worker, worker.stop()) for worker in started if not worker.killed]
+    for worker, code in codes:
+        assert code == 0, worker.log()
 
 
 def session(user: str | None = None, expiry: int | None = None, **data: Any) -> SessionStore:
