@@ -48,12 +48,11 @@ def check_keyspace_notifications(app_configs: Any = None, **kwargs: Any) -> list
     """
     if conf.problems():
         return []  # the settings errors say what to fix first
-    from session_ng.events import probe_now
-    from session_ng.exceptions import SessionStoreUnavailable
+    from session_ng.events import RETRYABLE, probe_now
 
     try:
         missing = probe_now()
-    except SessionStoreUnavailable as exc:
+    except RETRYABLE as exc:
         return [Warning(f"Could not reach Redis to check keyspace notifications: {exc}",
                         id="session_ng.W004")]  # fmt: skip
     if not missing:

@@ -90,3 +90,34 @@ def test_w002_when_both_middlewares_are_installed(settings) -> None:  # type: ig
 def test_alias_param_none_turns_aliases_off(settings) -> None:  # type: ignore[no-untyped-def]
     settings.SESSION_NG = {**REDIS, "ALIAS_PARAM": None}
     assert check_settings() == []
+
+
+def test_w003_when_redis_does_not_publish_the_events(settings) -> None:  # type: ignore[no-untyped-def]
+    from session_ng.checks import check_keyspace_notifications
+    from testproject.redis_server import RedisServer
+
+    with RedisServer() as bare:  # notify-keyspace-events is "" by default
+        settings.SESSION_NG = {"REDIS_URL": bare.url}
+        (message,) = check_keyspace_notifications()
+        assert message.id == "session_ng.W003"
+        assert "does not publish expired and del keyspace events" in message.msg
+    with RedisServer("--notify-keyspace-events", "KEA") as ready:
+        settings.SESSION_NG = {"REDIS_URL": ready.url}
+        assert check_keyspace_notifications() == []
+
+
+def test_w004_when_redis_cannot_be_reached(settings) -> None:  # type: ignore[no-untyped-def]
+    from session_ng.checks import check_keyspace_notifications
+    from testproject.redis_server import free_port
+
+    settings.SESSION_NG = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "SOCKET_TIMEOUT": 0.5}
+    (message,) = check_keyspace_notifications()
+    assert message.id == "session_ng.W004"
+
+
+def test_deploy_checks_do_not_run_by_default() -> None:
+    from django.core.checks import registry
+
+    assert "check_keyspace_notifications" not in {
+        check.__name__ for check in registry.registry.get_checks(include_deployment_checks=False)
+    }
