@@ -141,31 +141,30 @@ class Worker:
     def _check_notifications(self, pubsub: Any, db: int) -> None:
         if not conf.CONFIGURE_KEYSPACE_NOTIFICATIONS:
             # Managed Redis may forbid CONFIG: find out without it.
-            missing = probe(pubsub, db, on_other=self._on_message)
-            if missing:
-                logger.warning(
-                    "Redis does not publish %s keyspace events (notify-keyspace-events needs "
-                    "%r); CONFIGURE_KEYSPACE_NOTIFICATIONS is off, so set it yourself (e.g. in "
-                    "the managed Redis parameter group). Until then expiries are seen only by "
-                    "the sweep and deletes made outside session_ng not at all.",
-                    " and ".join(missing),
-                    repository.NOTIFY_FLAGS,
-                )
+            self._warn_if_missing(probe(pubsub, db, on_other=self._on_message))
             return
         try:
             current = repository.run(repository.notification_flags())
+            if repository.missing_flags(current):
+                wanted = repository.run(repository.enable_notifications(current))
+                logger.info("set notify-keyspace-events to %r", wanted)
         except redis.exceptions.ResponseError as exc:
-            # Managed Redis (ElastiCache, Memorystore) may refuse CONFIG.
+            # Managed Redis (ElastiCache, Memorystore) or an ACL may refuse
+            # CONFIG: say so, and find out whether the events come anyway.
+            logger.warning("cannot configure notify-keyspace-events: %s", exc)
+            self._warn_if_missing(probe(pubsub, db, on_other=self._on_message))
+
+    @staticmethod
+    def _warn_if_missing(missing: list[str]) -> None:
+        if missing:
             logger.warning(
-                "cannot read notify-keyspace-events (%s); make sure it includes %r, or "
-                "expiry and external deletes will only be seen by the sweep",
-                exc,
+                "Redis does not publish %s keyspace events (notify-keyspace-events needs %r); "
+                "set it yourself (e.g. in the managed Redis parameter group). Until then "
+                "expiries are seen only by the sweep and deletes made outside session_ng "
+                "not at all.",
+                " and ".join(missing),
                 repository.NOTIFY_FLAGS,
             )
-            return
-        if repository.missing_flags(current):
-            wanted = repository.run(repository.enable_notifications(current))
-            logger.info("set notify-keyspace-events to %r", wanted)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
@@ -174,11 +173,11 @@ class Worker:
         if channel.endswith(":expired"):
             key = keys.session_key_from_shadow(ns, name)
             if key is not None:
-                self._report(key, "expired")
+                self.reported += report_end(key, "expired")
         elif channel.endswith(":del"):
             key = keys.session_key_from_hash(ns, name) or keys.session_key_from_shadow(ns, name)
             if key is not None:
-                self._report(key, "deleted")
+                self.reported += report_end(key, "deleted")
 
     # --- sweeping ------------------------------------------------------------
 
@@ -190,23 +189,8 @@ class Worker:
                 "session_ng worker %s %s the sweep lock", self.id, "took" if held else "lost"
             )
             self.leader = held
-        if not held:
-            return
-        now = int(time.time() * 1000)
-        report = repository.run(repository.sweep(ns, now))
-        for ended in report.expired:
-            self._report(ended.session_key, "expired")
-        current = repository.bucket_minute(now)
-        for key in repository.run(repository.touch_bucket(ns, current)):
-            self._report(key, "expired")
-        if report.buckets or report.expired or report.refiled:
-            logger.debug(
-                "swept %d buckets: %d ended, %d re-filed, %d dropped",
-                report.buckets,
-                len(report.expired),
-                report.refiled,
-                report.dropped,
-            )
+        if held:
+            self.reported += sweep_and_report(touch_current=True)
 
     def _release(self) -> None:
         if not self.leader:
@@ -216,19 +200,98 @@ class Worker:
             repository.run(repository.release_lock(conf.namespace, self.id))
         self.leader = False
 
-    # --- reporting -----------------------------------------------------------
 
-    def _report(self, session_key: str, kind: str) -> None:
-        record = repository.run(repository.claim_end(conf.namespace, session_key, kind))
-        if isinstance(record, repository.NotClaimed):
-            return
-        user_id = record.user if isinstance(record, Record) else None
-        data: dict[str, Any] = {}
-        if isinstance(record, Record):
-            from session_ng.backends.redis import SessionStore
+# --- reporting (the worker's, and clear_expired()'s) ------------------------------
 
-            data = SessionStore().decode_attributes(record)[0]
-        signal = session_expired if kind == "expired" else session_deleted
-        signal.send(sender=Worker, session_key=session_key, user_id=user_id, data=data)
-        self.reported += 1
-        logger.info("session %s… %s (user %s)", session_key[:6], kind, user_id)
+
+def _event(session_key: str, record: Record | repository.Corrupt | None) -> dict[str, Any]:
+    user_id = record.user if isinstance(record, Record) else None
+    data: dict[str, Any] = {}
+    if isinstance(record, Record):
+        from session_ng.backends.redis import SessionStore
+
+        data = SessionStore().decode_attributes(record)[0]
+    return {"session_key": session_key, "user_id": user_id, "data": data}
+
+
+def _log_outcome(kind: str, event: dict[str, Any], results: list[tuple[Any, Any]]) -> None:
+    for receiver, outcome in results:
+        if isinstance(outcome, Exception):
+            logger.error(
+                "receiver %r of session_%s raised",
+                receiver,
+                kind,
+                exc_info=(type(outcome), outcome, outcome.__traceback__),
+            )
+    logger.info("session %s… %s (user %s)", event["session_key"][:6], kind, event["user_id"])
+
+
+def _signal(kind: str) -> Any:
+    return session_expired if kind == "expired" else session_deleted
+
+
+def report_end(session_key: str, kind: str) -> bool:
+    """Claim and report one end ("expired" or "deleted"); False if someone
+    else reports it. A receiver that raises is logged, not propagated: the end
+    is claimed, and the other receivers and ends must still be served."""
+    record = repository.run(repository.claim_end(conf.namespace, session_key, kind))
+    if isinstance(record, repository.NotClaimed):
+        return False
+    event = _event(session_key, record)
+    _log_outcome(kind, event, _signal(kind).send_robust(sender=Worker, **event))
+    return True
+
+
+async def areport_end(session_key: str, kind: str) -> bool:
+    record = await repository.arun(repository.claim_end(conf.namespace, session_key, kind))
+    if isinstance(record, repository.NotClaimed):
+        return False
+    event = _event(session_key, record)
+    _log_outcome(kind, event, await _signal(kind).asend_robust(sender=Worker, **event))
+    return True
+
+
+def _ended(report: repository.SweepReport) -> list[str]:
+    return [e.session_key for e in report.expired] + report.vanished
+
+
+def _log_sweep(report: repository.SweepReport, count: int) -> None:
+    if report.buckets or count or report.refiled:
+        logger.debug(
+            "swept %d buckets: %d ended, %d re-filed, %d dropped",
+            report.buckets,
+            count,
+            report.refiled,
+            report.dropped,
+        )
+
+
+def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
+    """Sweep the due buckets and report what ended; returns how many ends.
+
+    Sessions found ended with their data still there are reported with it;
+    those found with nothing left (they ended unseen longer ago than the grace
+    period) are reported with no data, unless their end was claimed already
+    (session_ng's own deletes, rotations). ``touch_current`` also looks at the
+    current minute's bucket, so Redis expires its sessions on time.
+    """
+    ns = conf.namespace
+    now = int(time.time() * 1000) if now is None else now
+    report = repository.run(repository.sweep(ns, now))
+    ended = _ended(report)
+    if touch_current:
+        ended += repository.run(repository.touch_bucket(ns, repository.bucket_minute(now)))
+    count = sum(report_end(key, "expired") for key in ended)
+    _log_sweep(report, count)
+    return count
+
+
+async def asweep_and_report(now: int | None = None) -> int:
+    ns = conf.namespace
+    now = int(time.time() * 1000) if now is None else now
+    report = await repository.arun(repository.sweep(ns, now))
+    count = 0
+    for key in _ended(report):
+        count += await areport_end(key, "expired")
+    _log_sweep(report, count)
+    return count

@@ -40,6 +40,8 @@ BUCKET_KEEP_MS = 24 * 3600 * 1000
 # How long the claim on a session's end event lasts: longer than any worker
 # could take to act on the notification, and than the grace period.
 CLAIM_MS = 2 * GRACE_MS
+# Bound for how far ahead a session can be filed (a set_expiry() of a year).
+MAX_LIFE_MS = 366 * 24 * 3600 * 1000
 ATTR_PREFIX = "attr:"
 
 # Errors that mean "Redis is not there right now", as opposed to a bug.
@@ -517,21 +519,34 @@ class Ended:
     record: Record | Corrupt | None
 
 
-def delete(ns: str, session_key: str, user: str | None) -> Operation[Ended | None]:
-    """Delete a session; ``user`` is who the caller believes owns it (or None)."""
+def delete(
+    ns: str, session_key: str, user: str | None, bucket: int | None = None
+) -> Operation[Ended | None]:
+    """Delete a session; ``user`` and ``bucket`` are what the caller believes
+    it belongs to and is filed under (None: not known; fixed up afterwards)."""
     session_keys = [
         keys.session_hash(ns, session_key),
         keys.session_shadow(ns, session_key),
         keys.session_event(ns, session_key),
     ]
+    layout = ""
     if user is not None:
+        layout += "u"
         session_keys.append(keys.user_index(ns, user))
-    claimed, fields = yield Eval(DELETE, session_keys, (session_key, CLAIM_MS))
+    if bucket is not None:
+        layout += "b"
+        session_keys.append(keys.expiration_bucket(ns, bucket))
+    claimed, fields = yield Eval(DELETE, session_keys, (session_key, CLAIM_MS, layout))
     record = parse_record(session_key, fields) if fields else None
-    stored_user = record.user if isinstance(record, Record) else None
-    if stored_user is not None and stored_user != user:
-        # The caller did not know (or knew wrong) whose session this was.
-        yield Command(("SREM", keys.user_index(ns, stored_user), session_key))
+    fix_up: list[Eval | Command] = []
+    if isinstance(record, Record):
+        # Whatever the caller did not know (or knew wrong).
+        if record.user is not None and record.user != user:
+            fix_up.append(Command(("SREM", keys.user_index(ns, record.user), session_key)))
+        if record.bucket is not None and record.bucket != bucket:
+            fix_up.append(Command(("SREM", keys.expiration_bucket(ns, record.bucket), session_key)))
+    if fix_up:
+        yield Batch(fix_up)
     # Not claimed: it was not alive any more, or its end was claimed (and is
     # reported) by someone else.
     return Ended(session_key, record) if claimed else None
@@ -541,6 +556,9 @@ def delete(ns: str, session_key: str, user: str | None) -> Operation[Ended | Non
 class SweepReport:
     buckets: int = 0
     expired: list[Ended] = field(default_factory=list)
+    # Members whose hash and shadow key are both gone: ended unseen longer ago
+    # than the grace period, or deleted (those claimed their end).
+    vanished: list[str] = field(default_factory=list)
     refiled: int = 0
     dropped: int = 0
 
@@ -611,7 +629,7 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
                             Command(("SREM", keys.user_index(ns, record.user), session_key))
                         )
                 else:
-                    report.dropped += 1
+                    report.vanished.append(session_key)
             if follow_up:
                 yield Batch(follow_up)
         yield Batch([Command(("DEL", bucket_key)), Command(("SET", cursor_key, minute))])
@@ -638,9 +656,8 @@ def claim_end(
     claim is a SET NX in the session's own slot. A "deleted" end also removes
     whatever is left of the session, so it cannot come back.
     """
-    claimed = yield Command(
-        ("SET", keys.session_event(ns, session_key), kind, "NX", "PX", CLAIM_MS)
-    )
+    claim = keys.session_event(ns, session_key)
+    claimed = yield Command(("SET", claim, kind, "NX", "PX", CLAIM_MS))
     if not claimed:
         return NOT_CLAIMED
     fields = yield Command(("HGETALL", keys.session_hash(ns, session_key)))
@@ -648,6 +665,14 @@ def claim_end(
     follow_up: list[Eval | Command] = []
     if isinstance(record, Record) and record.user:
         follow_up.append(Command(("SREM", keys.user_index(ns, record.user), session_key)))
+    if kind == "deleted" and isinstance(record, Record) and record.bucket is not None:
+        bucket = keys.expiration_bucket(ns, record.bucket)
+        follow_up.append(Command(("SREM", bucket, session_key)))
+    elif kind == "deleted":
+        # Deleted behind session_ng's back, hash and all: the bucket it sits in
+        # is unknown, so the claim is kept until any bucket it could be in has
+        # been swept, and the sweep will not take it for an unseen expiry.
+        follow_up.append(Command(("PEXPIRE", claim, BUCKET_KEEP_MS + MAX_LIFE_MS)))
     if kind == "deleted":
         follow_up.append(
             Command(
@@ -667,6 +692,9 @@ def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:
     if not session_keys:
         return []
     replies = yield Batch([Command(("EXISTS", keys.session_shadow(ns, k))) for k in session_keys])
+    # Every member whose shadow key is gone ended; those session_ng deleted
+    # left the bucket as they went, and deletes made behind its back hold a
+    # claim, so the caller's claim sorts out who reports what.
     return [k for k, alive in zip(session_keys, replies, strict=True) if not alive]
 
 

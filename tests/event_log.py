@@ -28,9 +28,17 @@ def _writer(kind: str) -> Any:
     return write
 
 
+def _raise_for_boom(sender: Any, user_id: str | None, **kw: Any) -> None:
+    # A receiver with a bug, for the test that the worker survives it.
+    if user_id == "boom":
+        raise RuntimeError("receiver failed")
+
+
 for _signal, _kind in (
     (session_created, "created"),
     (session_deleted, "deleted"),
     (session_expired, "expired"),
 ):
     _signal.connect(_writer(_kind), weak=False, dispatch_uid=f"tests.event_log.{_kind}")
+
+session_expired.connect(_raise_for_boom, weak=False, dispatch_uid="tests.event_log.boom")

@@ -60,14 +60,27 @@ def test_a_slid_session_is_refiled_not_expired(r: redis.Redis) -> None:
     assert r.pexpiretime(keys.user_index(NS, "2")) >= new_bucket * 60000
 
 
-def test_deleted_members_are_dropped(r: redis.Redis) -> None:
+def test_a_deleted_session_leaves_its_bucket_and_junk_is_dropped(r: redis.Redis) -> None:
     s = logged_in("3", 60)
-    bucket = int(r.hget(keys.session_hash(NS, s.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    key = s.session_key
+    assert key is not None
+    bucket = int(r.hget(keys.session_hash(NS, key), "bucket") or 0)
     s.delete()
+    assert not r.sismember(keys.expiration_bucket(NS, bucket), key)
     r.sadd(keys.expiration_bucket(NS, bucket), "NOT-A-KEY")
     report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
-    assert (report.expired, report.refiled, report.dropped) == ([], 0, 2)
+    assert (report.expired, report.vanished, report.refiled, report.dropped) == ([], [], 0, 1)
     assert r.exists(keys.expiration_bucket(NS, bucket)) == 0
+
+
+def test_a_member_with_nothing_left_is_reported_as_vanished(r: redis.Redis) -> None:
+    s = logged_in("4", 60)
+    key = s.session_key
+    assert key is not None
+    bucket = int(r.hget(keys.session_hash(NS, key), "bucket") or 0)
+    r.delete(keys.session_hash(NS, key), keys.session_shadow(NS, key))  # ended unseen, long ago
+    report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
+    assert report.vanished == [key]
 
 
 def test_sweep_only_looks_at_due_buckets_and_remembers_where_it_was(r: redis.Redis) -> None:

@@ -265,3 +265,44 @@ def test_it_reconnects_after_redis_restarts_and_sets_the_flags_again(start, sett
         assert [e["session_key"] for e in wait_for_events(log, 1)] == [s.session_key]
     finally:
         server.stop()
+
+
+def test_a_logout_is_not_reported_again_when_its_minute_comes(
+    start, redis_server, log, r: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    start(redis_server.url)
+    s = session(user="14", expiry=1)
+    key = s.session_key
+    assert key is not None
+    bucket = keys.expiration_bucket(NS, int(r.hget(keys.session_hash(NS, key), "bucket") or 0))
+    s.flush()  # logged out: reported in-process, and out of its bucket
+    assert not r.sismember(bucket, key)
+    time.sleep(0.5)  # the worker hears the deletes (and finds them claimed)
+    r.delete(keys.session_event(NS, key))  # even once the claim has run out
+    time.sleep(1.5)  # its minute's bucket is looked at several times
+    assert events(log) == []
+
+
+def test_ends_nobody_saw_are_caught_up_even_past_the_grace_period(
+    start, redis_server, log, r: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    s = session(user="15", expiry=1)
+    time.sleep(1.2)
+    r.delete(keys.session_hash(NS, s.session_key))  # type: ignore[arg-type]  # as if the grace ran out
+    start(redis_server.url)
+    assert wait_for_events(log, 1) == [
+        {"kind": "expired", "session_key": s.session_key, "user_id": None, "data": {}}
+    ]
+
+
+def test_a_receiver_that_raises_does_not_stop_the_worker(start, redis_server, log) -> None:  # type: ignore[no-untyped-def]
+    worker = start(redis_server.url)
+    failing = session(user="boom", expiry=1)
+    fine = session(user="16", expiry=1)
+    found = wait_for_events(log, 2)
+    assert sorted(e["session_key"] for e in found) == sorted(
+        [failing.session_key, fine.session_key]
+    )
+    worker.wait_for_log("receiver")
+    assert "RuntimeError: receiver failed" in worker.log()
+    assert worker.process.poll() is None

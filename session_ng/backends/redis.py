@@ -521,8 +521,14 @@ class SessionStore(SessionBase):
 
     @classmethod
     def clear_expired(cls) -> None:
-        repository.run(repository.sweep(conf.namespace, now_ms()))
+        # The worker's own sweep: what it finds ended is reported
+        # (session_expired), so a clearsessions cron never swallows an event.
+        from session_ng.events import sweep_and_report
+
+        sweep_and_report()
 
     @classmethod
     async def aclear_expired(cls) -> None:
-        await repository.arun(repository.sweep(conf.namespace, now_ms()))
+        from session_ng.events import asweep_and_report
+
+        await asweep_and_report()

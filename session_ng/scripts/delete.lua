@@ -1,16 +1,19 @@
--- Delete one session, and take it out of its user's index.
+-- Delete one session: take it out of its user's index and its expiration
+-- bucket, and claim the report of its end.
 --
 -- KEYS[1] session hash, KEYS[2] shadow key, KEYS[3] the session's event claim,
--- KEYS[4] (optional) the user index the caller believes lists it.
--- ARGV[1] session key, ARGV[2] how long the claim lasts (ms).
+-- then the optional keys ARGV[3] names, one letter each, in this order:
+--   u  the user index the caller believes lists it
+--   b  the expiration bucket the caller believes it is filed under
+-- ARGV[1] session key, ARGV[2] how long the claim lasts (ms), ARGV[3] layout.
 --
 -- The claim is taken before the keys go, so a worker that hears the "del"
 -- notifications does not report this end a second time: the caller does.
+-- Leaving the bucket matters as much: a member found gone when its minute
+-- comes, with no claim, is reported as an expiry nobody saw.
 --
--- Returns {existed (0/1), fields} with the hash as it was, so the caller can
--- see which user it belonged to (and fix another index if that differs) and
--- report the data that ended with it. Its bucket entry is left for the sweep,
--- which drops members whose session is gone.
+-- Returns {claimed (0/1), fields} with the hash as it was, so the caller can
+-- fix an index or bucket it did not know, and report the data that ended.
 local fields = redis.call('HGETALL', KEYS[1])
 local alive = redis.call('EXISTS', KEYS[2])
 -- Only the caller of a live session's end reports it; if a worker claimed
@@ -18,5 +21,9 @@ local alive = redis.call('EXISTS', KEYS[2])
 local claimed = 0
 if alive == 1 and redis.call('SET', KEYS[3], 'deleted', 'NX', 'PX', ARGV[2]) then claimed = 1 end
 redis.call('DEL', KEYS[1], KEYS[2])
-if KEYS[4] then redis.call('SREM', KEYS[4], ARGV[1]) end
+local k = 4
+for letter in string.gmatch(ARGV[3], '.') do
+  redis.call('SREM', KEYS[k], ARGV[1])
+  k = k + 1
+end
 return {claimed, fields}
