@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
 from session_ng import repository
@@ -33,6 +34,16 @@ class SessionInfo:
     # Recorded at login (empty when unknown).
     user_agent: str
     ip: str
+
+    @property
+    def public_id(self) -> str:
+        """A stable name for this session that is safe to put in a page or a
+        URL (a keyed hash of the key: it cannot be turned back into the key)."""
+        return public_id(self.session_key)
+
+
+def public_id(session_key: str) -> str:
+    return salted_hmac("session_ng.api.public_id", session_key).hexdigest()[:24]
 
 
 def _user_id(user: Any) -> str:

@@ -10,7 +10,7 @@ urlpatterns = [
     path("api/login/", views.api_login, name="api-login"),
     path("api/logout/", views.api_logout, name="api-logout"),
     path("sessions/", views.active_sessions, name="sessions"),
-    path("sessions/<str:session_key>/end/", views.end_session, name="end-session"),
+    path("sessions/<str:public_id>/end/", views.end_session, name="end-session"),
     path("sessions/end-others/", views.end_other_sessions, name="end-other-sessions"),
     path("events/", views.event_log, name="events"),
 ]

@@ -40,7 +40,11 @@ def test_active_sessions_lists_devices_and_ends_one(django_user_model) -> None: 
     }
     assert b"this browser" in page.content
     phone_key = phone.cookies["sessionid"].value
-    response = laptop.post(f"/sessions/{phone_key}/end/")
+    laptop_key = laptop.cookies["sessionid"].value
+    # Session keys are credentials: the page names sessions by public_id only.
+    assert phone_key.encode() not in page.content
+    assert laptop_key.encode() not in page.content
+    response = laptop.post(f"/sessions/{api.public_id(phone_key)}/end/")
     assert response.status_code == 302
     assert [
         s.user_agent for s in api.find_sessions(django_user_model.objects.get(username="alice"))
@@ -51,7 +55,7 @@ def test_active_sessions_lists_devices_and_ends_one(django_user_model) -> None: 
 def test_a_user_cannot_end_someone_elses_session() -> None:
     alice = signed_in(ALICE, "A")
     bob = signed_in(BOB, "B")
-    response = alice.post(f"/sessions/{bob.cookies['sessionid'].value}/end/")
+    response = alice.post(f"/sessions/{api.public_id(bob.cookies['sessionid'].value)}/end/")
     assert response.status_code == 404
     assert bob.get("/api/session/").json()["user"] == "bob"
 

@@ -88,12 +88,13 @@ def active_sessions(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def end_session(request: HttpRequest, session_key: str) -> HttpResponse:
-    # Only one of this user's own sessions: the key comes from the URL.
-    mine = {info.session_key for info in api.find_sessions(request.user)}
-    if session_key not in mine:
+def end_session(request: HttpRequest, public_id: str) -> HttpResponse:
+    # Sessions are named by public_id, never by key (keys are credentials and
+    # URLs end up in logs); and only one of this user's own can be ended.
+    mine = {info.public_id: info.session_key for info in api.find_sessions(request.user)}
+    if public_id not in mine:
         raise Http404("No such session.")
-    SessionStore().delete(session_key)
+    SessionStore().delete(mine[public_id])
     return redirect(request.session_manager.encode_url("/sessions/"))  # type: ignore[attr-defined]
 
 
