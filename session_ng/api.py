@@ -43,7 +43,7 @@ class SessionInfo:
 
 
 def public_id(session_key: str) -> str:
-    return salted_hmac("session_ng.api.public_id", session_key).hexdigest()[:24]
+    return salted_hmac("session_ng.api.public_id", session_key, algorithm="sha256").hexdigest()[:24]
 
 
 def _user_id(user: Any) -> str:
