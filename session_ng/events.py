@@ -160,8 +160,8 @@ class Worker:
             logger.warning(
                 "Redis does not publish %s keyspace events (notify-keyspace-events needs %r); "
                 "set it yourself (e.g. in the managed Redis parameter group). Until then "
-                "expiries are seen only by the sweep and deletes made outside session_ng "
-                "not at all.",
+                "expiries are seen only by the sweep, and deletes made outside session_ng "
+                "are reported late, as expiries.",
                 " and ".join(missing),
                 repository.NOTIFY_FLAGS,
             )
@@ -286,12 +286,15 @@ def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int
     return count
 
 
-async def asweep_and_report(now: int | None = None) -> int:
+async def asweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
     ns = conf.namespace
     now = int(time.time() * 1000) if now is None else now
     report = await repository.arun(repository.sweep(ns, now))
+    ended = _ended(report)
+    if touch_current:
+        ended += await repository.arun(repository.touch_bucket(ns, repository.bucket_minute(now)))
     count = 0
-    for key in _ended(report):
+    for key in ended:
         count += await areport_end(key, "expired")
     _log_sweep(report, count)
     return count

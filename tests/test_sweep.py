@@ -117,3 +117,25 @@ async def test_async_sweep_matches_sync(r: redis.Redis) -> None:
     report = await repository.arun(repository.sweep(NS, bucket * 60000 + 1))
     assert [e.session_key for e in report.expired] == [s.session_key]
     assert r.exists(keys.user_index(NS, "6")) == 0
+
+
+def test_clearsessions_reports_what_it_finds(r: redis.Redis) -> None:
+    from session_ng.signals import session_expired
+
+    received: list[dict[str, object]] = []
+
+    def on_expired(sender: object, **kwargs: object) -> None:
+        received.append({k: kwargs[k] for k in ("session_key", "user_id", "data")})
+
+    session_expired.connect(on_expired)
+    try:
+        s = logged_in("18", 1)
+        time.sleep(1.05)
+        call_command("clearsessions", stdout=io.StringIO())
+        call_command("clearsessions", stdout=io.StringIO())  # once, however often it runs
+    finally:
+        session_expired.disconnect(on_expired)
+    assert received == [
+        {"session_key": s.session_key, "user_id": "18",
+         "data": {"_auth_user_id": "18", "data": "18", "_session_expiry": 1}}
+    ]  # fmt: skip

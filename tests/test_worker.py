@@ -306,3 +306,17 @@ def test_a_receiver_that_raises_does_not_stop_the_worker(start, redis_server, lo
     worker.wait_for_log("receiver")
     assert "RuntimeError: receiver failed" in worker.log()
     assert worker.process.poll() is None
+
+
+def test_a_refused_config_falls_back_to_the_probe(start, settings, log) -> None:  # type: ignore[no-untyped-def]
+    # Like managed Redis: CONFIG does not exist; the flags were set by the operator.
+    with RedisServer("--rename-command", "CONFIG", "", "--notify-keyspace-events", "Egx") as server:
+        settings.SESSION_NG = {"REDIS_URL": server.url}
+        worker = start(server.url)  # CONFIGURE_KEYSPACE_NOTIFICATIONS on
+        worker.wait_for_log("cannot configure notify-keyspace-events")
+        s = session(user="17", expiry=1)
+        assert [e["session_key"] for e in wait_for_events(log, 1)] == [s.session_key]
+        assert "does not publish" not in worker.log()
+    with RedisServer("--rename-command", "CONFIG", "") as bare:
+        worker = start(bare.url)
+        worker.wait_for_log("does not publish expired and del keyspace events")

@@ -456,14 +456,16 @@ class SessionStore(SessionBase):
 
     # --- delete --------------------------------------------------------------
 
-    def _delete_target(self, session_key: str | None) -> tuple[str, str | None] | None:
+    def _delete_target(self, session_key: str | None) -> tuple[str, str | None, int | None] | None:
+        """(key, user, bucket): what this store knows of the session to delete."""
         if session_key is None:
             session_key = self.session_key
         if not is_valid_session_key(session_key):
             return None
-        assert session_key is not None
-        own = self._record is not None and session_key == self.session_key
-        return session_key, (self._record.user if own and self._record else None)
+        record = self._record if session_key == self.session_key else None
+        if record is None:
+            return session_key, None, None
+        return session_key, record.user, record.bucket
 
     def delete(self, session_key: str | None = None) -> None:
         target = self._delete_target(session_key)
@@ -525,10 +527,10 @@ class SessionStore(SessionBase):
         # (session_expired), so a clearsessions cron never swallows an event.
         from session_ng.events import sweep_and_report
 
-        sweep_and_report()
+        sweep_and_report(touch_current=True)
 
     @classmethod
     async def aclear_expired(cls) -> None:
         from session_ng.events import asweep_and_report
 
-        await asweep_and_report()
+        await asweep_and_report(touch_current=True)
