@@ -74,6 +74,7 @@ LOAD = Script("load")
 SAVE = Script("save")
 DELETE = Script("delete")
 SWEEP_MEMBER = Script("sweep_member")
+TOUCH = Script("touch")
 LOCK = Script("lock")
 UNLOCK = Script("unlock")
 
@@ -364,6 +365,16 @@ def _loaded(session_key: str, reply: Any) -> Record | Corrupt | None:
         )
         return CORRUPT
     return parse_record(session_key, fields)
+
+
+def touch(ns: str, session_key: str, now: int) -> Operation[bool]:
+    """Slide a session's idle timer without reading its data; False if it ended."""
+    alive = yield Eval(
+        TOUCH,
+        (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
+        (now, GRACE_MS),
+    )
+    return bool(alive)
 
 
 def exists(ns: str, session_key: str) -> Operation[bool]:
