@@ -251,6 +251,12 @@ def _short(session_key: str) -> str:
     return session_key[:6] + "…"
 
 
+def _log_corrupt(session_key: str, what: str) -> None:
+    security_logger.warning(
+        "Session data corrupted: %s in session %s; treated as absent", what, _short(session_key)
+    )
+
+
 _META_FIELDS = (b"created", b"accessed", b"max_inactive", b"expires_at", b"user", b"bucket")
 _ATTR_PREFIX = ATTR_PREFIX.encode()
 
@@ -298,73 +304,49 @@ def parse_record(
             attributes=attributes,
         )
     except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
-        security_logger.warning(
-            "Session data corrupted: unreadable metadata in session %s; treated as absent",
-            _short(session_key),
-        )
+        _log_corrupt(session_key, "unreadable metadata")
         return CORRUPT
 
 
 # --- operations --------------------------------------------------------------
 
 
-def _load_call(ns: str, session_key: str, now: int, refresh: bool) -> Eval:
-    return Eval(
+def load(
+    ns: str, session_key: str, now: int, refresh: bool, others: Sequence[str] = ()
+) -> Operation[tuple[Record | Corrupt | None, set[str]]]:
+    """Load one session (and slide its idle timer), plus which of ``others``
+    are still alive, in one round trip.
+
+    ``others`` are a browser's other aliases' keys: the cookie can drop dead
+    ones on this very response. Without them this is a single script call.
+    """
+    call = Eval(
         LOAD,
         (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
         (now, "1" if refresh else "0", GRACE_MS),
     )
-
-
-def load_with_others(
-    ns: str, session_key: str, now: int, refresh: bool, others: Sequence[str]
-) -> Operation[tuple[Record | Corrupt | None, set[str]]]:
-    """``load``, plus which of ``others`` are still alive, in the same round trip.
-
-    For a browser with several aliases: the cookie can drop dead ones on this
-    very response without costing another trip to Redis.
-    """
-    calls: list[Eval | Command] = [_load_call(ns, session_key, now, refresh)]
-    calls += [Command(("EXISTS", keys.session_shadow(ns, other))) for other in others]
     try:
-        replies = yield Batch(calls)
+        if others:
+            replies = yield Batch(
+                [call, *(Command(("EXISTS", keys.session_shadow(ns, o))) for o in others)]
+            )
+            reply = replies[0]
+            alive = {o for o, exists in zip(others, replies[1:], strict=True) if exists}
+        else:
+            reply = yield call
+            alive = set()
     except redis.exceptions.ResponseError as exc:
         if "WRONGTYPE" not in str(exc):
             raise
-        security_logger.warning(
-            "Session data corrupted: a key of session %s has the wrong type; treated as absent",
-            _short(session_key),
-        )
+        _log_corrupt(session_key, "a key of the wrong type")
         return CORRUPT, set(others)
-    alive = {other for other, exists in zip(others, replies[1:], strict=True) if exists}
-    return _loaded(session_key, replies[0]), alive
-
-
-def load(ns: str, session_key: str, now: int, refresh: bool) -> Operation[Record | Corrupt | None]:
-    try:
-        reply = yield _load_call(ns, session_key, now, refresh)
-    except redis.exceptions.ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
-            raise
-        security_logger.warning(
-            "Session data corrupted: a key of session %s has the wrong type; treated as absent",
-            _short(session_key),
-        )
-        return CORRUPT
-    return _loaded(session_key, reply)
-
-
-def _loaded(session_key: str, reply: Any) -> Record | Corrupt | None:
     if reply is None:
-        return None
+        return None, alive
     status, fields = reply
     if status == b"corrupt":
-        security_logger.warning(
-            "Session data corrupted: unreadable metadata in session %s; treated as absent",
-            _short(session_key),
-        )
-        return CORRUPT
-    return parse_record(session_key, fields)
+        _log_corrupt(session_key, "unreadable metadata")
+        return CORRUPT, alive
+    return parse_record(session_key, fields), alive
 
 
 def touch(ns: str, session_key: str, now: int) -> Operation[bool]:

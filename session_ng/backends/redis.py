@@ -90,9 +90,6 @@ class SessionStore(SessionBase):
         # Set when Redis could not be reached, wherever the error then went:
         # session_ng's middleware answers 503 instead of the 500 it became.
         self.unavailable: SessionStoreUnavailable | None = None
-        # Set by session_ng's middleware when this request's alias is new: it
-        # says whether another session may be created, or raises
-        # TooManySessions (and is asked before anything is written).
         # Keys of this browser's other sessions (other aliases), set by the
         # middleware: checked in the same round trip as the load, so the
         # cookie can drop dead ones. None until a load has checked them.
@@ -101,6 +98,9 @@ class SessionStore(SessionBase):
         # None: slide the idle timer on load as REFRESH_ON_ACCESS says; False
         # for code that only looks (session_ng.api.get_session).
         self.touch: bool | None = None
+        # Set by session_ng's middleware when this request's alias is new: it
+        # says whether another session may be created, or raises
+        # TooManySessions (and is asked before anything is written).
         self.creation_check: Callable[[], None] | None = None
         self.acreation_check: Callable[[], Awaitable[None]] | None = None
         self.refused: TooManySessions | None = None
@@ -140,38 +140,26 @@ class SessionStore(SessionBase):
         key = self.session_key
         if key is None:
             return {}
-        snap = conf.snapshot()
-        if self.companions:
-            loaded, self.companions_alive = self._run(
-                repository.load_with_others(
-                    snap.namespace, key, now_ms(), self._refresh(snap), self.companions
-                )
-            )
-        else:
-            loaded = self._run(repository.load(snap.namespace, key, now_ms(), self._refresh(snap)))
-        return self._accept(loaded)
+        loaded, alive = self._run(self._load_operation(key))
+        return self._accept(loaded, alive)
 
     async def aload(self) -> dict[str, Any]:
         key = self.session_key
         if key is None:
             return {}
+        loaded, alive = await self._arun(self._load_operation(key))
+        return self._accept(loaded, alive)
+
+    def _load_operation(
+        self, key: str
+    ) -> repository.Operation[tuple[Record | Corrupt | None, set[str]]]:
         snap = conf.snapshot()
+        refresh = snap.refresh_on_access if self.touch is None else self.touch
+        return repository.load(snap.namespace, key, now_ms(), refresh, self.companions)
+
+    def _accept(self, loaded: Record | Corrupt | None, alive: set[str]) -> dict[str, Any]:
         if self.companions:
-            loaded, self.companions_alive = await self._arun(
-                repository.load_with_others(
-                    snap.namespace, key, now_ms(), self._refresh(snap), self.companions
-                )
-            )
-        else:
-            loaded = await self._arun(
-                repository.load(snap.namespace, key, now_ms(), self._refresh(snap))
-            )
-        return self._accept(loaded)
-
-    def _refresh(self, snap: Any) -> bool:
-        return bool(snap.refresh_on_access if self.touch is None else self.touch)
-
-    def _accept(self, loaded: Record | Corrupt | None) -> dict[str, Any]:
+            self.companions_alive = alive
         if not isinstance(loaded, Record):
             # Unknown, expired or unreadable: a new session, under a new key.
             self._session_key = None
@@ -231,13 +219,11 @@ class SessionStore(SessionBase):
     def exists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
-        assert session_key is not None
         return self._run(repository.exists(conf.namespace, session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
-        assert session_key is not None
         return await self._arun(repository.exists(conf.namespace, session_key))
 
     def _check_creation(self) -> None:
@@ -379,7 +365,7 @@ class SessionStore(SessionBase):
         if status == "gone":
             self._record = None
             raise UpdateError
-        record = self._record if not plan.create and self._record is not None else None
+        record = None if plan.create else self._record
         if record is None:
             record = Record(
                 session_key=plan.session_key,
