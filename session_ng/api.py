@@ -136,20 +136,32 @@ def delete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> in
     call it after a password change to end the other sessions at once rather
     than when they next fail Django's session-hash check.
     """
-    keep = _excluded(exclude)
-    count = 0
-    for info in find_sessions(user):
-        if info.session_key not in keep:
-            SessionStore().delete(info.session_key)
-            count += 1
-    return count
+    ended = _to_end(
+        repository.run(repository.user_sessions(conf.namespace, _user_id(user))), exclude
+    )
+    for record in ended:
+        _store_for(record).delete()
+    return len(ended)
 
 
 async def adelete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> int:
+    records = await repository.arun(repository.user_sessions(conf.namespace, _user_id(user)))
+    ended = _to_end(records, exclude)
+    for record in ended:
+        await _store_for(record).adelete()
+    return len(ended)
+
+
+def _to_end(
+    records: list[repository.Record], exclude: str | Iterable[str] | None
+) -> list[repository.Record]:
     keep = _excluded(exclude)
-    count = 0
-    for info in await afind_sessions(user):
-        if info.session_key not in keep:
-            await SessionStore().adelete(info.session_key)
-            count += 1
-    return count
+    return [r for r in records if r.session_key not in keep]
+
+
+def _store_for(record: repository.Record) -> SessionStore:
+    """A store that already knows the session's user and bucket (read with the
+    index), so deleting it takes one round trip and no fix-up."""
+    store = SessionStore(record.session_key)
+    store._record = record
+    return store

@@ -165,3 +165,14 @@ async def test_async_api_twins() -> None:
     assert await store.aget("_auth_user_id") == "13"
     assert await api.adelete_sessions("13", exclude=[a.session_key]) == 1  # type: ignore[list-item]
     assert [i.session_key for i in await api.afind_sessions("13")] == [a.session_key]
+
+
+def test_delete_sessions_needs_no_fix_up_round_trips(roundtrips) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        logged_in("19")
+    logged_in("warm-up").delete()  # load the delete script once
+    api.find_sessions("19")
+    roundtrips.reset()
+    assert api.delete_sessions("19") == 3
+    # Index members, their hashes (one pipeline), then one script per session.
+    assert roundtrips.count == 2 + 3
