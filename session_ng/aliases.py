@@ -119,7 +119,7 @@ class SessionManager:
 
     def session_keys(self) -> dict[str, str]:
         """alias -> session key, as the response's cookie will hold them."""
-        keys = {a: k for a, k in self.resolution.sessions.items() if a not in self._dead}
+        keys = self.prune(self.resolution.sessions)
         # The current session's key as it is now: rotated by login, or None
         # once flushed or found expired.
         current = self.request.session.session_key
@@ -201,11 +201,11 @@ class SessionManager:
         return result
 
     def prune(self, sessions: dict[str, str]) -> dict[str, str]:
-        """Drop aliases known to be dead: found so by users(), or by the
-        store's load, which checks the other aliases in the same round trip."""
+        """Drop the other aliases known to be dead: found so by users(), or by
+        the store's load, which checks them in the same round trip."""
         alive = getattr(self.request.session, "companions_alive", None)
         return {
             a: k
             for a, k in sessions.items()
-            if a not in self._dead and (alive is None or a == self.current_alias or k in alive)
+            if a == self.current_alias or (a not in self._dead and (alive is None or k in alive))
         }

@@ -289,3 +289,15 @@ def test_any_response_that_loads_the_session_prunes_dead_aliases(roundtrips) -> 
     assert response.json()["user"] == "alice"
     assert cookie(client) == alice_key
     assert roundtrips.count == 1  # the others were checked with the load
+
+
+def test_aliases_the_load_found_dead_are_free_for_new_alias() -> None:
+    client = Client()
+    client.post("/login/", ALICE)
+    alice_key = cookie(client)
+    client.cookies["sessionid"] = f"0.{alice_key}~1.{'d' * 32}"
+    # This page has no account switcher: only the load saw that alias 1 is dead.
+    response = client.get("/api/session/")
+    manager = response.wsgi_request.session_manager
+    assert manager.session_keys() == {"0": alice_key}
+    assert manager.new_alias() == "1"
