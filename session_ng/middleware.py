@@ -222,12 +222,6 @@ class SessionMiddleware:
             return None, None
         return age, http_date(time.time() + age)
 
-    def _too_many(self) -> HttpResponse:
-        limit = int(conf.MAX_ALIASES)
-        return HttpResponseBadRequest(
-            TOO_MANY_MESSAGE.format(limit=limit), content_type="text/plain"
-        )
-
     def _finish(
         self,
         request: HttpRequest,
