@@ -14,3 +14,9 @@ class SessionNgConfig(AppConfig):
         from session_ng.client_info import record_login
 
         user_logged_in.connect(record_login, dispatch_uid="session_ng.record_login")
+
+        from session_ng import socket_groups
+
+        # Close websockets when their session ends (only with Channels and a layer).
+        if socket_groups.wanted():
+            socket_groups.connect()

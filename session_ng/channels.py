@@ -7,28 +7,34 @@ calls. ``AuthMiddlewareStack(inner)`` adds ``scope["user"]`` on top.
 
 ``SessionRefreshMixin`` makes every received message keep the session alive
 (one round trip, no data rewritten): a user who only chats is not logged out
-mid-conversation. When the session is gone as a message arrives (logout in
-another tab, deletion, expiry), the socket is closed with
-``SESSION_NG["WEBSOCKET_CLOSE_CODE"]`` (default 1008, policy violation).
+mid-conversation. When the session ends (logout in another tab, deletion,
+rotation, expiry) the socket is closed with
+``SESSION_NG["WEBSOCKET_CLOSE_CODE"]`` (default 1008, policy violation): at
+once through the channel layer when there is one (see ``socket_groups``), else
+at the socket's next message.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddleware
 from channels.consumer import SyncConsumer
+from channels.layers import DEFAULT_CHANNEL_LAYER
 from channels.sessions import CookieMiddleware
 from django.conf import settings
 
-from session_ng import repository
+from session_ng import repository, touch_queue
 from session_ng.aliases import DEFAULT_ALIAS, is_valid_alias, parse_cookie
 from session_ng.backends.redis import SessionStore, now_ms
 from session_ng.conf import conf
+from session_ng.socket_groups import group_name
 
 Scope = dict[str, Any]
+logger = logging.getLogger("session_ng.channels")
 
 
 def scope_alias(scope: Scope) -> str:
@@ -66,6 +72,34 @@ class SessionMiddleware:
         return await self.inner(dict(scope, session=store, session_alias=alias), receive, send)
 
 
+def _refusable(code: int) -> bool:
+    """A code some servers refuse from applications (daphne: all but 1000, 3000-4999)."""
+    return code != 1000 and not 3000 <= code <= 4999
+
+
+_warned_codes: set[int] = set()
+
+
+def _stand_in(code: int, error: Exception) -> int:
+    """The private-use code that carries ``code``'s meaning: 1008 -> 4008.
+
+    Daphne (through Autobahn) lets an application close only with 1000 or a
+    code in 3000-4999, although RFC 6455 lets a server send 1008. Rather than
+    fail the close (the client would see 1011), send 4000 + code % 1000.
+    """
+    stand_in = 4000 + code % 1000
+    if code not in _warned_codes:
+        _warned_codes.add(code)
+        logger.warning(
+            "the ASGI server refused websocket close code %d (%s); closing with %d. "
+            "Set SESSION_NG['WEBSOCKET_CLOSE_CODE'] to a code in 3000-4999 to choose.",
+            code,
+            error,
+            stand_in,
+        )
+    return stand_in
+
+
 def SessionMiddlewareStack(inner: Any) -> Any:
     return CookieMiddleware(SessionMiddleware(inner))
 
@@ -87,6 +121,55 @@ class SessionRefreshMixin:
 
     session_refresh_interval: float = 0.0
     scope: Scope
+    groups: list[str] | None
+
+    def websocket_connect(self, message: dict[str, Any]) -> Any:
+        # Join the session's group before the consumer's own connect(), so an
+        # end that happens from then on reaches this socket. Channels' own
+        # websocket_connect adds self.groups and its websocket_disconnect
+        # discards them.
+        group = self._session_ng_group()
+        if group is not None:
+            self.groups = [*(self.groups or []), group]
+        return super().websocket_connect(message)  # type: ignore[misc]
+
+    def _session_ng_group(self) -> str | None:
+        """The session's group, or None (anonymous, or no layer to join)."""
+        key = getattr(self.scope.get("session"), "session_key", None)
+        if key is None:
+            return None
+        # Ends are sent on the default layer: a consumer on another one would
+        # never hear them (it still closes at its next message).
+        if getattr(self, "channel_layer", None) is None:
+            return None
+        if getattr(self, "channel_layer_alias", None) != DEFAULT_CHANNEL_LAYER:
+            return None
+        return group_name(str(key))
+
+    def session_ng_end(self, message: dict[str, Any]) -> Any:
+        """The session ended (``socket_groups``): close the socket."""
+        return self._session_ng_close()
+
+    def _session_ng_close(self) -> Any:
+        """Close with WEBSOCKET_CLOSE_CODE, or its stand-in if the server refuses it."""
+        code = int(conf.WEBSOCKET_CLOSE_CODE)
+        if not isinstance(self, SyncConsumer):
+            return self._session_ng_aclose(code)
+        try:
+            self.close(code=code)
+        except Exception as exc:
+            if not _refusable(code):
+                raise
+            self.close(code=_stand_in(code, exc))
+        return None
+
+    async def _session_ng_aclose(self, code: int) -> None:
+        try:
+            await self.close(code=code)  # type: ignore[attr-defined]
+        except Exception as exc:
+            if not _refusable(code):
+                raise
+            await self.close(code=_stand_in(code, exc))  # type: ignore[attr-defined]
 
     def websocket_receive(self, message: dict[str, Any]) -> Any:
         # Channels' sync consumers subclass AsyncConsumer too: test for them first.
@@ -96,15 +179,15 @@ class SessionRefreshMixin:
         if key is not None:
             alive = repository.run(repository.touch(conf.namespace, key, now_ms()))
             if not alive:
-                return self.close(code=int(conf.WEBSOCKET_CLOSE_CODE))
+                return self._session_ng_close()
         return super().websocket_receive(message)  # type: ignore[misc]
 
     async def _session_ng_areceive(self, message: dict[str, Any]) -> None:
         key = self._session_ng_due()
         if key is not None:
-            alive = await repository.arun(repository.touch(conf.namespace, key, now_ms()))
+            alive = await touch_queue.queue().touch(key)
             if not alive:
-                await self.close(code=int(conf.WEBSOCKET_CLOSE_CODE))  # type: ignore[attr-defined]
+                await self._session_ng_aclose(int(conf.WEBSOCKET_CLOSE_CODE))
                 return
         await super().websocket_receive(message)  # type: ignore[misc]
 

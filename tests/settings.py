@@ -21,3 +21,8 @@ DEMO_EVENT_LOG = False
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
+
+# In-process layer: closing sockets on a session's end, within one process.
+# The end-to-end tests run daphne and the worker with testproject's
+# channels_redis layer instead.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

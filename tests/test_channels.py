@@ -207,3 +207,186 @@ async def test_auth_stack_gives_the_user(django_user_model) -> None:  # type: ig
     await comm.connect()
     assert await comm.receive_from() == "alice"
     await comm.disconnect()
+
+
+# --- closing at once, through the channel layer's groups ----------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_layers() -> Any:
+    # The in-memory layer's queues belong to the event loop that made them;
+    # every test runs on a loop of its own.
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+async def closed_with(comm: WebsocketCommunicator) -> Any:
+    """What the server sent, without the client sending anything first."""
+    return await comm.receive_output(timeout=2)
+
+
+@pytest.mark.parametrize("consumer", ALL)
+async def test_delete_elsewhere_closes_the_socket_at_once(consumer: type) -> None:
+    key = await make_session(name="fay")
+    comm = communicator(consumer, key)
+    assert (await comm.connect())[0]
+    await SessionStore(key).adelete()  # e.g. "sign out everywhere" in another tab
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+async def test_flush_rotation_and_sync_delete_close_at_once() -> None:
+    from asgiref.sync import sync_to_async
+
+    # Logout in another tab: flush() deletes the session.
+    key = await make_session(name="gus")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    other_tab = SessionStore(key)
+    await other_tab.aload()
+    await other_tab.aflush()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+    # Login in another tab rotates the key: the old key is gone.
+    key = await make_session(name="hal")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    other_tab = SessionStore(key)
+    await other_tab.aload()
+    await other_tab.acycle_key()
+    assert other_tab.session_key not in (None, key)
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+    # A sync view (a thread of its own) deleting it: the receiver still runs.
+    key = await make_session(name="ida")
+    comm = communicator(SyncEcho, key)
+    await comm.connect()
+    await sync_to_async(SessionStore(key).delete)()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+    # Sync rotation too.
+    key = await make_session(name="jan")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+
+    def rotate() -> None:
+        store = SessionStore(key)
+        store.load()
+        store.cycle_key()
+
+    await sync_to_async(rotate)()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+async def test_expiry_reported_by_the_sweep_closes_at_once(settings) -> None:  # type: ignore[no-untyped-def]
+    from session_ng.events import asweep_and_report
+
+    settings.SESSION_NG = {**settings.SESSION_NG, "WEBSOCKET_CLOSE_CODE": 4001}
+    short = SessionStore()
+    await short.aset("name", "kim")
+    await short.aset_expiry(1)
+    await short.asave()
+    comm = communicator(AsyncEcho, short.session_key)
+    await comm.connect()
+    await asyncio.sleep(1.1)
+    # What the worker does (here in this process, sharing its in-memory layer).
+    assert await asweep_and_report(touch_current=True) >= 1
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 4001}
+
+
+async def test_only_the_ended_sessions_sockets_close() -> None:
+    ended, kept = await make_session(name="lea"), await make_session(name="max")
+    comm_ended, comm_kept = communicator(AsyncEcho, ended), communicator(AsyncEcho, kept)
+    anonymous = communicator(AsyncEcho, None)
+    for comm in (comm_ended, comm_kept, anonymous):
+        assert (await comm.connect())[0]
+    await SessionStore(ended).adelete()
+    assert await closed_with(comm_ended) == {"type": "websocket.close", "code": 1008}
+    assert await comm_kept.receive_nothing() is True
+    assert await anonymous.receive_nothing() is True
+    await comm_kept.send_to(text_data="still here")
+    assert await comm_kept.receive_from() == "max:still here"
+    for comm in (comm_kept, anonymous):
+        await comm.disconnect()
+
+
+async def test_a_closed_socket_leaves_its_group() -> None:
+    from channels.layers import get_channel_layer
+
+    from session_ng.socket_groups import group_name
+
+    key = await make_session(name="ned")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    layer = get_channel_layer()
+    assert layer is not None
+    assert len(layer.groups[group_name(key)]) == 1
+    await comm.disconnect()
+    assert group_name(key) not in layer.groups
+
+
+async def test_without_a_channel_layer_the_next_message_closes(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHANNEL_LAYERS = {}
+    key = await make_session(name="ola")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    await SessionStore(key).adelete()
+    assert await comm.receive_nothing() is True  # nobody could tell it
+    await comm.send_to(text_data="anyone?")
+    assert await comm.receive_output() == {"type": "websocket.close", "code": 1008}
+
+
+def test_group_names_are_short_ascii_and_hide_the_key() -> None:
+    from session_ng.socket_groups import group_name
+
+    key = "a" * 128
+    name = group_name(key)
+    assert name.startswith("session_ng.")
+    assert len(name) == len("session_ng.") + 40 < 100
+    assert key[:40] not in name
+    assert group_name(key) == name
+    assert group_name("b" * 128) != name
+
+
+class RefusesProtocolCodes:
+    """Wraps an ASGI app with daphne's rule (from Autobahn): an application may
+    close only with 1000 or 3000-4999; anything else raises in send()."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        async def strict_send(message: dict[str, Any]) -> None:
+            code = message.get("code")
+            closing = message["type"] == "websocket.close" and code is not None
+            if closing and code != 1000 and not 3000 <= code <= 4999:
+                raise Exception(f"invalid close code {code}")
+            await send(message)
+
+        return await self.app(scope, receive, strict_send)
+
+
+@pytest.mark.parametrize("consumer", ALL)
+async def test_a_server_refusing_1008_gets_4008(consumer: type, caplog) -> None:  # type: ignore[no-untyped-def]
+    from session_ng import channels as session_ng_channels
+
+    session_ng_channels._warned_codes.clear()  # the warning is once per process
+    key = await make_session(name="pia")
+    app = RefusesProtocolCodes(SessionMiddlewareStack(consumer.as_asgi()))
+    comm = WebsocketCommunicator(app, "/ws/", headers=[(b"cookie", f"sessionid={key}".encode())])
+    assert (await comm.connect())[0]
+    await SessionStore(key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 4008}
+    assert "refused websocket close code 1008" in caplog.text
+
+
+async def test_a_code_the_server_accepts_is_sent_as_is(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "WEBSOCKET_CLOSE_CODE": 4401}
+    key = await make_session(name="quy")
+    app = RefusesProtocolCodes(SessionMiddlewareStack(AsyncEcho.as_asgi()))
+    comm = WebsocketCommunicator(app, "/ws/", headers=[(b"cookie", f"sessionid={key}".encode())])
+    await comm.connect()
+    await SessionStore(key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 4401}

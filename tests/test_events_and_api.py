@@ -12,7 +12,7 @@ from django.test import Client
 
 from session_ng import api, keys
 from session_ng.backends.redis import SessionStore
-from session_ng.signals import session_created, session_deleted
+from session_ng.signals import session_created, session_deleted, session_rotated
 
 pytestmark = pytest.mark.django_db
 ALICE = {"username": "alice", "password": "alice-password"}
@@ -33,6 +33,20 @@ def events() -> Iterator[list[tuple[str, dict[str, Any]]]]:
     yield received
     session_created.disconnect(on_created)
     session_deleted.disconnect(on_deleted)
+
+
+@pytest.fixture
+def rotations() -> Iterator[list[dict[str, Any]]]:
+    received: list[dict[str, Any]] = []
+
+    def on_rotated(sender: Any, **kwargs: Any) -> None:
+        received.append(
+            {k: kwargs[k] for k in ("session_key", "new_session_key", "user_id", "data")}
+        )
+
+    session_rotated.connect(on_rotated)
+    yield received
+    session_rotated.disconnect(on_rotated)
 
 
 def logged_in(user_id: str, **data: Any) -> SessionStore:
@@ -176,3 +190,34 @@ def test_delete_sessions_needs_no_fix_up_round_trips(roundtrips) -> None:  # typ
     assert api.delete_sessions("19") == 3
     # Index members, their hashes (one pipeline), then one script per session.
     assert roundtrips.count == 2 + 3
+
+
+def test_rotation_sends_rotated_once_with_both_keys(rotations, events) -> None:  # type: ignore[no-untyped-def]
+    s = logged_in("9", lang="fr")
+    old = s.session_key
+    events.clear()
+    s.cycle_key()
+    assert rotations == [
+        {"session_key": old, "new_session_key": s.session_key, "user_id": "9",
+         "data": {"_auth_user_id": "9", "lang": "fr"}},
+    ]  # fmt: skip
+    assert events == []  # neither created nor deleted: the same session, a new key
+
+
+async def test_async_rotation_sends_rotated(rotations) -> None:  # type: ignore[no-untyped-def]
+    s = SessionStore()
+    await s.aset("lang", "de")
+    await s.asave()
+    old = s.session_key
+    await s.acycle_key()
+    assert rotations == [
+        {"session_key": old, "new_session_key": s.session_key, "user_id": None,
+         "data": {"lang": "de"}},
+    ]  # fmt: skip
+
+
+def test_rotating_a_session_never_stored_sends_nothing(rotations) -> None:  # type: ignore[no-untyped-def]
+    s = SessionStore()
+    s["a"] = 1
+    s.cycle_key()  # Django's way: a new session; there was no old key to end
+    assert rotations == []

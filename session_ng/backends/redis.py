@@ -28,7 +28,7 @@ from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
 from session_ng.repository import Corrupt, Record, SavePlan
-from session_ng.signals import session_created, session_deleted
+from session_ng.signals import session_created, session_deleted, session_rotated
 
 R = TypeVar("R")
 security_logger = logging.getLogger("django.security.SuspiciousSession")
@@ -417,6 +417,7 @@ class SessionStore(SessionBase):
                 continue
             break
         self.modified = True
+        session_rotated.send(sender=type(self), **self._rotated_event(old, plan))
 
     async def acycle_key(self) -> None:
         data = await self._aget_session()
@@ -439,6 +440,15 @@ class SessionStore(SessionBase):
                 continue
             break
         self.modified = True
+        await session_rotated.asend(sender=type(self), **self._rotated_event(old, plan))
+
+    def _rotated_event(self, old: Record, plan: SavePlan) -> dict[str, Any]:
+        return {
+            "session_key": old.session_key,
+            "new_session_key": plan.session_key,
+            "user_id": plan.user,
+            "data": dict(self._session_cache),
+        }
 
     # --- delete --------------------------------------------------------------
 
