@@ -359,6 +359,20 @@ def touch(ns: str, session_key: str, now: int) -> Operation[bool]:
     return bool(alive)
 
 
+def touch_many(ns: str, session_keys: Sequence[str], now: int) -> Operation[list[bool]]:
+    """``touch`` for several sessions in one round trip (a pipeline of scripts,
+    each on its own session's slot); which are still alive, in order."""
+    if len(session_keys) == 1:
+        return [(yield from touch(ns, session_keys[0], now))]
+    replies = yield Batch(
+        [
+            Eval(TOUCH, (keys.session_hash(ns, key), keys.session_shadow(ns, key)), (now, GRACE_MS))
+            for key in session_keys
+        ]
+    )
+    return [bool(alive) for alive in replies]
+
+
 def exists(ns: str, session_key: str) -> Operation[bool]:
     count = yield Command(
         ("EXISTS", keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key))
