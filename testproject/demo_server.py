@@ -1,7 +1,8 @@
 """``make demo``: migrate and serve testproject on http://127.0.0.1:8000.
 
 Uses ``REDIS_URL`` when it is set; otherwise starts a private redis-server on a
-free loopback port for as long as the demo runs.
+free loopback port for as long as the demo runs. The site is served by daphne
+(ASGI: pages and the chat's websocket), next to ``session_ng_worker``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,12 @@ def main() -> None:
             [sys.executable, "manage.py", "session_ng_worker"], env=os.environ.copy()
         )
         addr = os.environ.get("DEMO_ADDR", "127.0.0.1:8000")
+        host, _, port = addr.rpartition(":")
         print(f"Serving testproject on http://{addr}/ (Ctrl-C stops it)", flush=True)
-        execute_from_command_line([sys.argv[0], "runserver", addr, "--noreload"])
+        from daphne.cli import CommandLineInterface
+
+        # Daphne stops on SIGINT/SIGTERM and returns here, so the finally runs.
+        CommandLineInterface().run(["-b", host, "-p", port, "testproject.asgi:application"])
     except KeyboardInterrupt:
         pass
     finally:

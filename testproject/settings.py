@@ -63,6 +63,18 @@ SESSION_NG = {
     "ID_RESOLVERS": ["cookie", "header"],
 }
 
+# The chat's sockets are closed, in whichever process holds them, when their
+# session ends: every process (web and worker) shares this channel layer.
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [SESSION_NG["REDIS_URL"]], "prefix": "testproject:channels"},
+    }
+}
+# The chat page puts its session on this idle timeout, so that going silent
+# visibly logs the user out (and closes the chat) while chatting does not.
+DEMO_CHAT_IDLE_SECONDS = int(os.environ.get("DEMO_CHAT_IDLE_SECONDS", "60"))
+
 USE_TZ = True
 TIME_ZONE = "UTC"
 STATIC_URL = "/static/"

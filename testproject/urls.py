@@ -13,4 +13,5 @@ urlpatterns = [
     path("sessions/<str:public_id>/end/", views.end_session, name="end-session"),
     path("sessions/end-others/", views.end_other_sessions, name="end-other-sessions"),
     path("events/", views.event_log, name="events"),
+    path("chat/", views.chat, name="chat"),
 ]

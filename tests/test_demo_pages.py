@@ -77,3 +77,15 @@ def test_the_event_log_shows_created_and_deleted(event_log) -> None:  # type: ig
     assert kinds == [("created", key[:6]), ("deleted", key[:6])]
     page = client.get("/events/")
     assert f"deleted — session {key[:6]}".encode() in page.content
+
+
+def test_the_chat_page_needs_a_login_and_sets_the_short_idle_timeout(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.DEMO_CHAT_IDLE_SECONDS = 45
+    client = Client()
+    assert client.get("/chat/")["Location"] == "/login/?next=/chat/"
+    client.post("/login/", ALICE)
+    page = client.get("/chat/")
+    assert page.status_code == 200
+    assert b"a 45-second idle timeout" in page.content
+    assert b'<script id="chat-alias" type="application/json">"0"</script>' in page.content
+    assert client.session.get_expiry_age() == 45

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -107,3 +108,13 @@ def end_other_sessions(request: HttpRequest) -> HttpResponse:
 
 def event_log(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/events.html", {"events": SessionEvent.objects.all()[:50]})
+
+
+@login_required
+def chat(request: HttpRequest) -> HttpResponse:
+    # A short idle timeout, so the demo shows both sides: chatting keeps the
+    # user signed in (each message refreshes the session), silence signs them
+    # out and the worker's expiry closes the socket.
+    idle = int(settings.DEMO_CHAT_IDLE_SECONDS)
+    request.session.set_expiry(idle)
+    return render(request, "demo/chat.html", {"idle": idle})
