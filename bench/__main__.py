@@ -37,11 +37,15 @@ def main(argv: list[str] | None = None) -> int:
         from bench.engines import ENGINES
         from bench.measure import measure_all
         from bench.report import environment, render
+        from bench.websocket import measure_websocket
+        from bench.websocket import render as render_websocket
         from session_ng import connection as session_ng_connection
 
         user_pks = prepare_login()
         results = measure_all(ENGINES, server.url, user_pks, progress)
         text = render(results, environment(server.url))
+        progress("websocket messages with and without SessionRefreshMixin")
+        text += "\n\n" + render_websocket(measure_websocket(server.url, progress))
         # Close what is open on the server and the database before both go.
         session_ng_connection.reset()
         connections.close_all()
