@@ -53,6 +53,7 @@ class Snapshot:
 
     namespace: str
     refresh_on_access: bool
+    cluster: bool
     client_key: tuple[Any, ...]
 
 
@@ -79,6 +80,7 @@ class Settings:
         snap = Snapshot(
             namespace=str(self.NAMESPACE),
             refresh_on_access=bool(self.REFRESH_ON_ACCESS),
+            cluster=bool(self.CLUSTER),
             client_key=(self.REDIS_URL, alias, cache_conf, bool(self.CLUSTER), self.SOCKET_TIMEOUT),
         )
         self._snapshot = (raw, caches, snap)
@@ -204,15 +206,6 @@ class Settings:
                     "session_ng.E014",
                     f"SESSION_NG['ALIAS_PARAM'] must be None or a query parameter name "
                     f"matching {ALIAS_PARAM_RE.pattern}, not {param!r}.",
-                )
-            )
-        if self.CLUSTER and not alias:
-            found.append(
-                Problem(
-                    "session_ng.E012",
-                    "SESSION_NG['CLUSTER'] is not supported yet: saves and key rotation still "
-                    "touch keys in several hash slots in one script.",
-                    "Use a standalone Redis or Sentinel until Cluster support lands.",
                 )
             )
         if self.CLUSTER and alias:

@@ -117,6 +117,11 @@ class _LoopClients:
             self.clients.clear()
             for client in clients:
                 await client.aclose()
+                # A Sentinel-managed client also holds connections to the
+                # sentinels it asked for the primary.
+                manager = getattr(client.connection_pool, "sentinel_manager", None)
+                for sentinel in getattr(manager, "sentinels", ()):
+                    await sentinel.aclose()
 
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (

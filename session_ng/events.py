@@ -42,6 +42,9 @@ logger = logging.getLogger("session_ng.worker")
 # an operation (already turned into SessionStoreUnavailable).
 RETRYABLE: tuple[type[BaseException], ...] = (SessionStoreUnavailable, *UNAVAILABLE_ERRORS)
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
+# Redis Cluster: how often the worker reads the layout again (failovers are
+# also noticed at once, by the failing connection).
+TOPOLOGY_INTERVAL = 5.0
 
 
 def channels(db: int) -> tuple[str, str]:
@@ -119,6 +122,8 @@ class Worker:
 
     def _serve(self, stop: threading.Event) -> None:
         client = get_client()
+        if repository.split_slots():
+            return self._serve_cluster(client, stop)
         db = client.connection_pool.connection_kwargs.get("db", 0)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
@@ -135,6 +140,92 @@ class Worker:
                     next_sweep = time.monotonic() + self.sweep_interval
         finally:
             pubsub.close()
+
+    # --- Redis Cluster ---------------------------------------------------------
+
+    def _serve_cluster(self, client: Any, stop: threading.Event) -> None:
+        """Listen on every primary: each publishes the events of its own slots.
+
+        The layout is read again every ``TOPOLOGY_INTERVAL`` seconds, and at
+        once when a node's connection fails (a failover): new primaries are
+        listened to, old ones dropped. An event published while no one
+        listened to its node is caught by the sweep (as an expiry).
+        """
+        listeners: dict[str, Any] = {}
+        configured: set[str] = set()
+        try:
+            next_sweep = next_layout = 0.0
+            while not stop.is_set():
+                if time.monotonic() >= next_layout or not listeners:
+                    self._follow_layout(client, listeners, configured)
+                    next_layout = time.monotonic() + TOPOLOGY_INTERVAL
+                heard = False
+                for name, pubsub in list(listeners.items()):
+                    try:
+                        message = pubsub.get_message(timeout=0)
+                    except RETRYABLE as exc:
+                        logger.warning("lost primary %s (%s); reading the layout again", name, exc)
+                        with contextlib.suppress(Exception):
+                            pubsub.close()
+                        del listeners[name]
+                        next_layout = 0.0
+                        continue
+                    if message is not None:
+                        heard = True
+                        self._on_message(message)
+                if not heard:
+                    stop.wait(0.05)
+                if time.monotonic() >= next_sweep:
+                    self._sweep()
+                    next_sweep = time.monotonic() + self.sweep_interval
+        finally:
+            for pubsub in listeners.values():
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+
+    def _follow_layout(self, client: Any, listeners: dict[str, Any], configured: set[str]) -> None:
+        client.nodes_manager.initialize()
+        for node in client.get_nodes():
+            # Replicas too: a promoted one must publish from its first second.
+            if node.name not in configured and self._configure_node(node):
+                configured.add(node.name)
+        primaries = {node.name: node for node in client.get_primaries()}
+        for name in [n for n in listeners if n not in primaries]:
+            with contextlib.suppress(Exception):
+                listeners.pop(name).close()
+        added = []
+        for name, node in primaries.items():
+            if name not in listeners:
+                pubsub = node.redis_connection.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(*channels(0))
+                listeners[name] = pubsub
+                added.append(name)
+        if added:
+            logger.info(
+                "session_ng worker %s listening on db 0 of %d primaries (%s)",
+                self.id,
+                len(listeners),
+                ", ".join(sorted(listeners)),
+            )
+
+    def _configure_node(self, node: Any) -> bool:
+        """Make one node publish the events; True when it does (or was told to)."""
+        if not conf.CONFIGURE_KEYSPACE_NOTIFICATIONS:
+            return True
+        connection = node.redis_connection
+        try:
+            current = str(
+                connection.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+            )
+            if repository.missing_flags(current):
+                wanted = current + repository.missing_flags(current)
+                connection.config_set("notify-keyspace-events", wanted)
+                logger.info("set notify-keyspace-events to %r on %s", wanted, node.name)
+        except redis.exceptions.ResponseError as exc:
+            logger.warning("cannot configure notify-keyspace-events on %s: %s", node.name, exc)
+        except RETRYABLE:
+            return False  # a node that is down now: try again at the next layout read
+        return True
 
     # --- notifications -------------------------------------------------------
 

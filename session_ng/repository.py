@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 
 from session_ng import keys
+from session_ng.conf import conf
 from session_ng.connection import get_async_client, get_client
 from session_ng.exceptions import SessionStoreUnavailable
 
@@ -77,6 +78,8 @@ SWEEP_MEMBER = Script("sweep_member")
 TOUCH = Script("touch")
 LOCK = Script("lock")
 UNLOCK = Script("unlock")
+INDEX_ADD = Script("index_add")
+RETIRE = Script("retire")
 
 
 # --- steps -------------------------------------------------------------------
@@ -110,16 +113,41 @@ R = TypeVar("R")
 Operation = Generator[Step, Any, R]
 
 
+def cluster_unreachable(exc: redis.exceptions.RedisClusterException) -> bool:
+    """A Cluster error that means "Redis is not there" rather than a bug.
+
+    redis-py raises the bare RedisClusterException both when no startup node
+    answers and for misuse (keys of several slots in one command); only the
+    first, and a slot no node serves (mid-failover), are an outage.
+    """
+    if isinstance(exc, redis.exceptions.SlotNotCoveredError):
+        return True
+    return "cannot be connected" in str(exc)
+
+
+def split_slots() -> bool:
+    """True on Redis Cluster: a script may touch the keys of one slot only, so
+    writes to another session's, a bucket's or an index's keys go separately."""
+    return conf.snapshot().cluster
+
+
 def _unavailable(exc: BaseException) -> SessionStoreUnavailable:
-    logger.error("session store unavailable: %s: %s", type(exc).__name__, exc)
+    # Some redis-py messages (Sentinel's MasterNotFoundError) carry the repr
+    # of every client they tried: the first 300 characters say what happened.
+    text = str(exc)
+    if len(text) > 300:
+        text = text[:300] + "…"
+    logger.error("session store unavailable: %s: %s", type(exc).__name__, text)
     return SessionStoreUnavailable(
-        f"The session store (Redis) is unavailable: {type(exc).__name__}: {exc}"
+        f"The session store (Redis) is unavailable: {type(exc).__name__}: {text}"
     )
 
 
 def _queue(pipe: Any, call: Eval | Command) -> None:
     if isinstance(call, Eval):
-        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        # Not pipe.evalsha(): redis-py's cluster pipeline refuses that method,
+        # but routes the command itself by its keys (all in one slot).
+        pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
     else:
         pipe.execute_command(*call.args)
 
@@ -198,6 +226,10 @@ def run(operation: Operation[R]) -> R:
         return done.value  # type: ignore[no-any-return]
     except UNAVAILABLE_ERRORS as exc:
         raise _unavailable(exc) from exc
+    except redis.exceptions.RedisClusterException as exc:
+        if not cluster_unreachable(exc):
+            raise
+        raise _unavailable(exc) from exc
 
 
 async def arun(operation: Operation[R]) -> R:
@@ -219,6 +251,10 @@ async def arun(operation: Operation[R]) -> R:
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     except UNAVAILABLE_ERRORS as exc:
+        raise _unavailable(exc) from exc
+    except redis.exceptions.RedisClusterException as exc:
+        if not cluster_unreachable(exc):
+            raise
         raise _unavailable(exc) from exc
 
 
@@ -459,7 +495,14 @@ def bucket_minute(expiry_ms: int) -> int:
 
 
 def save(ns: str, plan: SavePlan) -> Operation[str]:
-    """Returns "ok", "exists" (create: key taken) or "gone" (update: deleted)."""
+    """Returns "ok", "exists" (create: key taken) or "gone" (update: deleted).
+
+    On Redis Cluster (``split_slots()``) the session's own keys are written by
+    the script and what lives in other slots (bucket, user indexes, the old
+    key of a rotation) by a second, pipelined step.
+    """
+    if split_slots():
+        return (yield from _save_split(ns, plan))
     layout = ""
     extra: list[str] = []
     # A rotation files the new key even when the minute did not change.
@@ -483,6 +526,11 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
             keys.session_shadow(ns, plan.replaces),
             keys.session_event(ns, plan.replaces),
         ]
+    reply = yield _save_call(ns, plan, layout, extra)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Eval:
     user_op = ""  # unchanged
     if plan.user_changed:
         user_op = "-" if plan.user is None else f"={plan.user}"
@@ -506,7 +554,7 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
         args += [ATTR_PREFIX + name, value]
     args.append(len(plan.to_delete))
     args += [ATTR_PREFIX + name for name in plan.to_delete]
-    reply = yield Eval(
+    return Eval(
         SAVE,
         (
             keys.session_hash(ns, plan.session_key),
@@ -515,7 +563,52 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
         ),
         args,
     )
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
+    """``save`` for Redis Cluster: the script, then the other slots' writes.
+
+    The second step runs only once the first succeeded, and every write in it
+    is idempotent. Between the two (a crash, a failover) a rotation's old key
+    can outlive the new one's creation until its own expiry, and a bucket or
+    index can miss the session: the sweep and the index reads tolerate both
+    (a session missing from its bucket is still expired by Redis; the worker's
+    keyspace events report it).
+    """
+    moved = plan.bucket != plan.old_bucket or plan.replaces is not None
+    layout = "C" + ("B" if plan.bucket is not None and moved else "")
+    reply = yield _save_call(ns, plan, layout, ())
+    if not isinstance(reply, list):
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+    kept, life = bool(int(reply[1])), reply[2].decode()
+    leaving = plan.replaces or plan.session_key
+    follow_up: list[Eval | Command] = []
+    if moved and not kept:
+        if plan.old_bucket is not None:
+            old_bucket = keys.expiration_bucket(ns, plan.old_bucket)
+            follow_up.append(Command(("SREM", old_bucket, leaving)))
+        if plan.bucket is not None:
+            bucket = keys.expiration_bucket(ns, plan.bucket)
+            follow_up.append(Command(("SADD", bucket, plan.session_key)))
+            expire_at = plan.bucket * MINUTE_MS + BUCKET_KEEP_MS
+            follow_up.append(Command(("PEXPIREAT", bucket, expire_at)))
+    if plan.old_user is not None and plan.old_user != plan.user:
+        follow_up.append(Command(("SREM", keys.user_index(ns, plan.old_user), leaving)))
+    if plan.replaces is not None:
+        if plan.user is not None:
+            follow_up.append(Command(("SREM", keys.user_index(ns, plan.user), leaving)))
+        retired = (
+            keys.session_hash(ns, plan.replaces),
+            keys.session_shadow(ns, plan.replaces),
+            keys.session_event(ns, plan.replaces),
+        )
+        follow_up.append(Eval(RETIRE, retired, (GRACE_MS,)))
+    if plan.user is not None:
+        index = keys.user_index(ns, plan.user)
+        follow_up.append(Eval(INDEX_ADD, (index,), (plan.session_key, life, GRACE_MS)))
+    if follow_up:
+        yield Batch(follow_up)
+    return "ok"
 
 
 @dataclass
@@ -536,22 +629,30 @@ def delete(
         keys.session_shadow(ns, session_key),
         keys.session_event(ns, session_key),
     ]
+    # On Redis Cluster the index and bucket live in other slots: the script
+    # sees none of them, and the fix-up below leaves both.
+    split = split_slots()
+    done_user, done_bucket = (None, None) if split else (user, bucket)
     layout = ""
-    if user is not None:
+    if done_user is not None:
         layout += "u"
-        session_keys.append(keys.user_index(ns, user))
-    if bucket is not None:
+        session_keys.append(keys.user_index(ns, done_user))
+    if done_bucket is not None:
         layout += "b"
-        session_keys.append(keys.expiration_bucket(ns, bucket))
+        session_keys.append(keys.expiration_bucket(ns, done_bucket))
     claimed, fields = yield Eval(DELETE, session_keys, (session_key, CLAIM_MS, layout))
     record = parse_record(session_key, fields) if fields else None
     fix_up: list[Eval | Command] = []
+    users = {user} if split else set()
+    buckets = {bucket} if split else set()
     if isinstance(record, Record):
         # Whatever the caller did not know (or knew wrong).
-        if record.user is not None and record.user != user:
-            fix_up.append(Command(("SREM", keys.user_index(ns, record.user), session_key)))
-        if record.bucket is not None and record.bucket != bucket:
-            fix_up.append(Command(("SREM", keys.expiration_bucket(ns, record.bucket), session_key)))
+        users.add(record.user)
+        buckets.add(record.bucket)
+    for other_user in sorted(u for u in users if u is not None and u != done_user):
+        fix_up.append(Command(("SREM", keys.user_index(ns, other_user), session_key)))
+    for minute in sorted(b for b in buckets if b is not None and b != done_bucket):
+        fix_up.append(Command(("SREM", keys.expiration_bucket(ns, minute), session_key)))
     if fix_up:
         yield Batch(fix_up)
     # Not claimed: it was not alive any more, or its end was claimed (and is

@@ -62,6 +62,7 @@ async def test_one_touch_alone_is_one_plain_call(roundtrips) -> None:  # type: i
     assert queue() is queue()  # one per event loop
 
 
+@pytest.mark.standalone  # points REDIS_URL at a dead port
 async def test_every_waiter_hears_that_redis_is_down(settings) -> None:  # type: ignore[no-untyped-def]
     key = await new_session()
     settings.SESSION_NG = {**settings.SESSION_NG, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}

@@ -10,6 +10,12 @@
 --   u  user index of the session's logged-in user (SADD, TTL refresh)
 --   r  three keys: hash, shadow and event claim of the session this one
 --      replaces (rotation; the claim says "rotated" so no worker reports it)
+-- and, on Redis Cluster, where those keys live in other slots, two letters
+-- that take no key:
+--   B  file the session under ARGV[7] (the caller does the SADD elsewhere)
+--   C  return {status, kept (0/1), life in ms or "never"} instead of the status
+--      alone ("exists" and "gone" stay plain), so the caller
+--      can do the bucket, index and rotation work in the other slots
 -- ARGV: 1 now ms | 2 mode | 3 max_inactive s (-1 never)
 --   | 4 expires_at ms or "" | 5 grace ms | 6 created ms or "" (now)
 --   | 7 bucket minute or "" | 8 user op: "" unchanged, "-" logged out, "=<id>"
@@ -50,12 +56,19 @@ local function flush(command, list)
 end
 
 local slot = {}
+local remote_bucket, split = false, false
 local k = 3
 for letter in string.gmatch(ARGV[9], '.') do
-  slot[letter] = KEYS[k]
-  k = k + 1
-  if letter == 'r' then
-    slot['r2'] = KEYS[k]; slot['r3'] = KEYS[k + 1]; k = k + 2
+  if letter == 'B' then
+    remote_bucket = true
+  elseif letter == 'C' then
+    split = true
+  else
+    slot[letter] = KEYS[k]
+    k = k + 1
+    if letter == 'r' then
+      slot['r2'] = KEYS[k]; slot['r3'] = KEYS[k + 1]; k = k + 2
+    end
   end
 end
 
@@ -135,6 +148,8 @@ if not keep_bucket then
     redis.call('SADD', slot['b'], session_key)
     redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + tonumber(ARGV[13]))
     put('bucket', ARGV[7])
+  elseif remote_bucket then
+    put('bucket', ARGV[7])
   elseif life == nil and mode ~= 'create' then
     to_delete[#to_delete + 1] = 'bucket'
   end
@@ -178,4 +193,5 @@ if slot['u'] then
     end
   end
 end
+if split then return {'ok', keep_bucket and 1 or 0, life == nil and 'never' or tostring(life)} end
 return 'ok'

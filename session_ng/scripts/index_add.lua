@@ -1,0 +1,18 @@
+-- List a session in its user's index (Redis Cluster: the index lives in
+-- another slot than the session, so save.lua cannot do it; same rule).
+--
+-- KEYS[1] user index. ARGV[1] session key, ARGV[2] the session's life in ms
+-- or "never", ARGV[3] grace ms.
+-- The index's TTL covers the longest-lived session it lists.
+local index = KEYS[1]
+local fresh = redis.call('SADD', index, ARGV[1]) == 1 and redis.call('SCARD', index) == 1
+if ARGV[2] == 'never' then
+  redis.call('PERSIST', index)
+  return 1
+end
+local ttl = redis.call('PTTL', index)
+local want = math.max(tonumber(ARGV[2]), 0) + tonumber(ARGV[3])
+if (ttl == -1 and fresh) or (ttl >= 0 and ttl < want) then
+  redis.call('PEXPIRE', index, want)
+end
+return 1

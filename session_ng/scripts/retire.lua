@@ -1,0 +1,10 @@
+-- Remove the old key of a rotated session (Redis Cluster: the new key lives
+-- in another slot, so save.lua cannot do it in the same script).
+--
+-- KEYS[1] old hash, KEYS[2] old shadow key, KEYS[3] its event claim.
+-- ARGV[1] how long the "rotated" claim lasts (ms).
+-- The claim goes first, so a worker that hears the "del" notifications knows
+-- this was no end and reports nothing.
+redis.call('SET', KEYS[3], 'rotated', 'PX', ARGV[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return 1
