@@ -43,8 +43,12 @@ chromium:
 	    echo "The browser tests need Chromium: apt-get install chromium (or set CHROMIUM=/path)"; exit 1; \
 	  fi; }
 
+# The whole suite against one redis-server, then the backend contract (every
+# test not marked standalone) against a local Redis Cluster and a Sentinel set.
 pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --topology cluster
+	$(BIN)/python -m pytest --topology sentinel
 
 test: lint typecheck pytest
 

@@ -2,6 +2,13 @@
 
 No fakeredis and no mocks: if ``redis-server`` is missing the session fails
 with an install hint (never skips), in CI and locally alike.
+
+``--topology cluster`` or ``--topology sentinel`` runs the tests against a
+real local Redis Cluster (3 primaries) or a Sentinel set (primary, replica,
+3 sentinels, reached through django-redis's SentinelClient) instead. Tests
+that are about one standalone server by nature (they ask for the
+``redis_server`` or ``roundtrips`` fixture, or are marked ``standalone``) are
+deselected there; ``make test`` runs the backend contract files under each.
 """
 
 from __future__ import annotations
@@ -15,9 +22,42 @@ import redis
 import redis.asyncio.connection
 import redis.connection
 from django.conf import settings
+from django.test import override_settings
 
 from session_ng import connection
 from testproject.redis_server import RedisServer
+from tests.topology import Topology, make_topology
+
+TOPOLOGIES = ("standalone", "cluster", "sentinel")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="standalone",
+        help="the Redis the tests run against: one server, a Cluster or a Sentinel set",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "standalone: runs in the standalone pass only (about one server, or brings its own)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--topology") == "standalone":
+        return
+    kept, dropped = [], []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        specific = "redis_server" in names or "roundtrips" in names
+        (dropped if specific or item.get_closest_marker("standalone") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(scope="session")
@@ -29,20 +69,37 @@ def redis_server() -> Iterator[RedisServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def topology(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    kind = request.config.getoption("--topology")
+    if kind == "standalone":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        topology = make_topology(kind, server)
+    else:
+        topology = make_topology(kind, None)
+    # override_settings, not an assignment: Django's cache handler reads
+    # CACHES once and forgets it only on the setting_changed signal.
+    caches = override_settings(CACHES={**settings.CACHES, **topology.caches()})
+    caches.enable()
+    try:
+        yield topology
+    finally:
+        caches.disable()
+        topology.stop()
+
+
 @pytest.fixture(autouse=True)
-def _session_ng_redis(redis_server: RedisServer) -> Iterator[None]:
-    settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["cookie", "header"]}
-    client = redis.Redis.from_url(redis_server.url)
-    client.flushall()
-    client.close()
+def _session_ng_redis(topology: Topology) -> Iterator[None]:
+    settings.SESSION_NG = {**topology.session_ng(), "ID_RESOLVERS": ["cookie", "header"]}
+    topology.flush()
     yield
     connection.reset()
 
 
 @pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
+def r(topology: Topology) -> Iterator[Any]:
     """A plain client, for looking at what the engine wrote."""
-    client = redis.Redis.from_url(redis_server.url)
+    client = topology.client()
     yield client
     client.close()
 

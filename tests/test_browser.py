@@ -16,7 +16,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 
 from session_ng.backends.redis import SessionStore
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The browser flow runs once, in the standalone pass.
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.standalone]
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -121,6 +122,7 @@ def test_login_records_user_agent_and_ip(django_user_model) -> None:  # type: ig
 
 def test_find_sessions_lists_live_ones_newest_first_and_prunes(r: redis.Redis) -> None:
     older = logged_in("9")
+    time.sleep(0.003)  # "newest" is by creation time in ms: no tie
     newer = logged_in("9")
     other_user = logged_in("10")
     ended = logged_in("9")

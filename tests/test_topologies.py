@@ -27,6 +27,9 @@ from testproject.redis_topologies import (
     role,
 )
 
+# Brings its own nodes: runs once, in the standalone pass.
+pytestmark = pytest.mark.standalone
+
 
 @functools.cache
 def keys_for_every_slot() -> dict[int, str]:
@@ -177,9 +180,10 @@ def test_cluster_failover_promotes_the_replica_with_the_data(
         fresh.close()
 
 
-@pytest.mark.parametrize("topology", [RedisClusterSet, SentinelSet])
+# Not named "topology": that is conftest's fixture of the Redis under test.
+@pytest.mark.parametrize("kind", [RedisClusterSet, SentinelSet])
 def test_a_start_that_never_converges_tears_everything_down(
-    topology: type[RedisClusterSet | SentinelSet],
+    kind: type[RedisClusterSet | SentinelSet],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -203,7 +207,7 @@ def test_a_start_that_never_converges_tears_everything_down(
     record(RedisServer)
     record(SentinelServer)
     with pytest.raises(RuntimeError, match=r"did not (happen|answer)") as failure:
-        topology().start(timeout=0.5)
+        kind().start(timeout=0.5)
     # Unless a process itself was too slow to answer, the message carries the logs.
     message = str(failure.value)
     assert "did not answer" in message or "redis.log ---" in message

@@ -26,12 +26,22 @@ NS = "session_ng"
 class WorkerProcess:
     count = 0
 
-    def __init__(self, url: str, log: Path, configure: bool = True, lock_ttl: float = 1.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        log: Path,
+        configure: bool = True,
+        lock_ttl: float = 1.5,
+        cluster: bool = False,
+        sentinels: str = "",
+    ) -> None:
         WorkerProcess.count += 1
         self.stderr = log.with_name(f"worker-{WorkerProcess.count}.stderr")
         env = {
             **os.environ,
             "REDIS_URL": url,
+            "CLUSTER": "1" if cluster else "0",
+            "SENTINELS": sentinels,
             "SESSION_NG_EVENT_LOG": str(log),
             "CONFIGURE_NOTIFICATIONS": "1" if configure else "0",
         }

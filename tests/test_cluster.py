@@ -1,0 +1,155 @@
+"""session_ng on a real local Redis Cluster (3 primaries, each with a replica):
+keys of many slots, the worker on every primary, and a primary failing over.
+
+The rest of the backend contract runs here too with ``pytest --topology
+cluster`` (``make test`` does); these are the parts only a cluster has.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.cluster import RedisCluster
+
+from session_ng import keys
+from session_ng.backends.redis import SessionStore
+from session_ng.exceptions import SessionStoreUnavailable
+from testproject.redis_topologies import RedisClusterSet
+from tests.test_worker import WorkerProcess, events, wait_for_events
+
+NS = "session_ng"
+pytestmark = [pytest.mark.slow, pytest.mark.standalone]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisClusterSet]:
+    with RedisClusterSet(primaries=3, replicas_per_primary=1) as running:
+        yield running
+
+
+@pytest.fixture
+def on_cluster(cluster: RedisClusterSet, settings: Any) -> Iterator[RedisCluster]:
+    settings.SESSION_NG = {"REDIS_URL": cluster.url, "CLUSTER": True}
+    client = RedisCluster.from_url(cluster.url)
+    client.flushall(target_nodes=RedisCluster.PRIMARIES)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def workers(tmp_path: Path, cluster: RedisClusterSet) -> Iterator[Callable[..., WorkerProcess]]:
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(cluster.url, tmp_path / "events.jsonl", cluster=True, **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start
+    codes = [(w, w.stop()) for w in started if not w.killed]
+    for worker, code in codes:
+        assert code == 0, worker.log()
+
+
+def sessions_on_every_primary(client: RedisCluster, **kwargs: Any) -> list[SessionStore]:
+    """New sessions until each primary holds at least two."""
+    made: list[SessionStore] = []
+    per_node: dict[str, int] = {}
+    while len(per_node) < 3 or min(per_node.values()) < 2:
+        s = SessionStore()
+        s.update(kwargs.get("data", {"n": len(made)}))
+        if "expiry" in kwargs:
+            s.set_expiry(kwargs["expiry"])
+        s.save()
+        assert s.session_key is not None
+        node = client.get_node_from_key(keys.session_hash(NS, s.session_key)).name
+        per_node[node] = per_node.get(node, 0) + 1
+        made.append(s)
+    return made
+
+
+def test_every_session_operation_across_slots(on_cluster: RedisCluster) -> None:
+    s = SessionStore()
+    s["_auth_user_id"] = "41"
+    s["cart"] = [1]
+    s.save()
+    old = s.session_key
+    assert old is not None
+    s.cycle_key()  # the new key is (almost surely) in another slot
+    new = s.session_key
+    assert new is not None
+    assert on_cluster.exists(keys.session_hash(NS, old)) == 0
+    assert on_cluster.get(keys.session_event(NS, old)) == b"rotated"
+    assert on_cluster.smembers(keys.user_index(NS, "41")) == {new.encode()}
+    bucket = int(on_cluster.hget(keys.session_hash(NS, new), "bucket") or 0)
+    assert on_cluster.smembers(keys.expiration_bucket(NS, bucket)) == {new.encode()}
+    assert SessionStore(new).load()["cart"] == [1]
+    s.delete()
+    assert on_cluster.exists(keys.user_index(NS, "41")) == 0
+    assert on_cluster.exists(keys.expiration_bucket(NS, bucket)) == 0
+
+
+def test_the_worker_listens_on_every_primary_exactly_once(
+    on_cluster: RedisCluster, workers
+) -> None:  # type: ignore[no-untyped-def]
+    first, second = workers(), workers()
+    assert "listening on db 0 of 3 primaries" in first.log()
+    expiring = sessions_on_every_primary(on_cluster, expiry=1)
+    deleted = sessions_on_every_primary(on_cluster)
+    for s in deleted:
+        on_cluster.delete(keys.session_hash(NS, s.session_key))  # type: ignore[arg-type]
+    log = first.stderr.parent / "events.jsonl"
+    wait_for_events(log, len(expiring) + len(deleted), timeout=15)
+    time.sleep(1.0)
+    assert sorted((e["kind"], e["session_key"]) for e in events(log)) == sorted(
+        [("expired", s.session_key) for s in expiring]
+        + [("deleted", s.session_key) for s in deleted]
+    )
+    leaders = [w for w in (first, second) if "took the sweep lock" in w.log()]
+    assert len(leaders) == 1
+
+
+def test_a_primary_failing_over_costs_only_the_requests_in_flight(
+    on_cluster: RedisCluster, cluster: RedisClusterSet, workers
+) -> None:  # type: ignore[no-untyped-def]
+    worker = workers()
+    before = sessions_on_every_primary(on_cluster, data={"kept": "yes"})
+    on_cluster.wait(1, 5000, target_nodes=RedisCluster.PRIMARIES)  # replicas have them
+    victim = cluster.primaries()[0]
+    in_victim = [
+        s for s in before
+        if on_cluster.get_node_from_key(keys.session_hash(NS, s.session_key)).port == victim.port
+    ]  # fmt: skip
+    assert in_victim
+    cluster.failover(victim)
+    # Django and the worker were not restarted; sessions of the failed slots
+    # are there, unchanged, and are read and written normally.
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            loaded = SessionStore(in_victim[0].session_key).load()
+            break
+        except SessionStoreUnavailable:  # a clear error while the cluster heals
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    assert loaded == {"kept": "yes"}
+    for s in before:
+        fresh = SessionStore(s.session_key)
+        assert fresh.load() == {"kept": "yes"}
+        fresh["after"] = 1
+        fresh.save()
+    # The worker follows the new layout (whichever of its calls meets the dead
+    # node first tells it) and still reports ends there.
+    promoted = sorted(f"127.0.0.1:{node.port}" for node in cluster.primaries())
+    worker.wait_for_log(f"listening on db 0 of 3 primaries ({', '.join(promoted)})", timeout=30)
+    later = sessions_on_every_primary(on_cluster, expiry=1)
+    log = worker.stderr.parent / "events.jsonl"
+    found = wait_for_events(log, len(later), timeout=20)
+    assert sorted(e["session_key"] for e in found if e["kind"] == "expired") == sorted(
+        s.session_key for s in later
+    )
