@@ -2,6 +2,7 @@
 #   make demo   serve testproject on http://127.0.0.1:8000 (private redis-server unless REDIS_URL is set)
 #   make test   lint + type-check + the whole test suite
 #   make bench  compare session_ng with Django's session engines on one private redis-server
+#   make loadtest  testproject under gunicorn, driven by wrk: session_ng against the cache engine
 #   make docs   build the Sphinx docs, warnings as errors
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck pytest chromium docs bench demo clean
+.PHONY: install test lint typecheck pytest chromium docs bench loadtest wrk demo clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +58,19 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# The load generator of `make loadtest`, installed like chromium above.
+# WRK=/path/to/wrk overrides the lookup.
+wrk:
+	@command -v wrk >/dev/null || [ -n "$$WRK" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	  else \
+	    echo "The load test needs wrk: apt-get install wrk (or set WRK=/path)"; exit 1; \
+	  fi; }
+
+loadtest: $(STAMP) wrk
+	$(BIN)/python -m loadtest
 
 demo: $(STAMP)
 	$(BIN)/python -m testproject.demo_server

@@ -1,0 +1,41 @@
+"""Tags each response for wrk's script (``loadtest/mix.lua``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
+
+BROWSER_HEADER = "X-Loadtest-Browser"
+BROWSER_META = "HTTP_X_LOADTEST_BROWSER"
+SESSION_HEADER = "X-Loadtest-Session"
+
+
+def browser_tag(
+    get_response: Callable[[HttpRequest], HttpResponseBase],
+) -> Callable[[HttpRequest], HttpResponseBase]:
+    """Echo the browser id, and copy the session cookie into a header.
+
+    wrk does not say which connection a response came on, so the script names
+    the browser in every request and finds it again by this echo. And wrk keeps
+    one value per header name, so a second ``Set-Cookie`` (csrftoken, at login)
+    could hide the session's; ``X-Loadtest-Session`` carries its value alone
+    (empty when the cookie is deleted).
+    """
+
+    def middleware(request: HttpRequest) -> HttpResponseBase:
+        response = get_response(request)
+        # From META: request.headers would build a dict of every header, a
+        # cost of this harness that should not land on one engine and not
+        # the other.
+        browser = str(request.META.get(BROWSER_META, ""))
+        if browser.isdigit():
+            response[BROWSER_HEADER] = browser
+        morsel = response.cookies.get(settings.SESSION_COOKIE_NAME)
+        if morsel is not None:
+            response[SESSION_HEADER] = morsel.value
+        return response
+
+    return middleware

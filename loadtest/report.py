@@ -1,0 +1,165 @@
+"""The table of ``make loadtest``, and writing it into docs/benchmarks.rst."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import redis
+
+from loadtest.run import Config, Result
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.rst"
+START = ".. loadtest-table-start"
+END = ".. loadtest-table-end"
+
+HEADERS = ("engine", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors", "lost writes")
+
+
+class MarkersMissing(RuntimeError):
+    pass
+
+
+def _package(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "-"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(redis_url: str, wrk_version: str) -> str:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        server = client.info("server")["redis_version"]
+    finally:
+        client.close()
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{now}; {os.cpu_count()} CPUs ({_cpu_model()}); Python {platform.python_version()}, "
+        f"Django {_package('Django')}, gunicorn {_package('gunicorn')}, "
+        f"redis-py {_package('redis')} (hiredis {_package('hiredis')}), "
+        f"django-redis {_package('django-redis')}, redis-server {server}, wrk {wrk_version}"
+    )
+
+
+def _row(result: Result) -> tuple[str, ...]:
+    check = result.check
+    return (
+        result.engine.label,
+        f"{result.rate:,.0f}",
+        f"{result.percentile(50):.1f}",
+        f"{result.percentile(90):.1f}",
+        f"{result.percentile(99):.1f}",
+        str(result.error_total),
+        f"{check.lost}/{check.acknowledged}",
+    )
+
+
+def table(results: list[Result]) -> list[str]:
+    rows = [HEADERS, *(_row(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join((first, *rest))
+
+    return [
+        line(HEADERS),
+        "  ".join("-" * width for width in widths),
+        *(line(row) for row in rows[1:]),
+    ]
+
+
+def details(result: Result) -> str:
+    counts = result.counts
+    errors = ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items()) if v) or "none"
+    check = result.check
+    notes = [
+        f"{result.engine.label}: {result.requests:,} requests in {result.seconds:.1f}s "
+        f"({counts['read']:,} reads, {counts['write']:,} writes, {counts['login']:,} logins; "
+        f"{counts['alias']:,} under ?_s=1)",
+        f"  requests/s per run: {', '.join(f'{rate:,.0f}' for rate in result.rates)}; "
+        f"errors: {errors}",
+        "  latency p50/p99 ms: "
+        + ", ".join(
+            f"{kind} {result.percentile(50, kind):.1f}/{result.percentile(99, kind):.1f}"
+            for kind in ("read", "write", "login")
+        )
+        + f"; max {result.max_ms:.0f}",
+        f"  {check.sessions} sessions read back: {check.acknowledged:,} acknowledged writes, "
+        f"{check.lost} lost, {check.unexplained} unexplained; "
+        f"{result.mismatches} answers that disagreed with the browser's count",
+    ]
+    usage = result.usage
+    if usage.busy:
+        capacity = usage.wall * (os.cpu_count() or 1)
+        per_request = usage.ours / result.requests * 1000 if result.requests else 0.0
+        notes.append(
+            f"  CPU while loaded: {usage.busy / capacity:.0%} of {os.cpu_count()} cores busy, "
+            f"{usage.others / capacity:.0%} by other processes; "
+            f"the load test's own: {per_request:.2f} ms per request"
+        )
+    if check.unchecked:
+        notes.append(f"  {check.unchecked} sessions not checked (a login was in flight at the end)")
+    if result.unknown:
+        notes.append(f"  {result.unknown} responses wrk's script could not attribute")
+    return "\n".join(notes)
+
+
+def render(results: list[Result], config: Config, env: str) -> str:
+    setting = (
+        f"{config.rounds} runs per engine (alternating), each {config.duration}s of load "
+        f"after {config.warmup}s of warm-up; "
+        f"wrk: {config.threads} threads, {config.connections} connections (one browser each); "
+        f"gunicorn: {config.workers} {config.worker_class} workers"
+        + (f" x {config.worker_threads} threads." if config.worker_class == "gthread" else ".")
+    )
+    return "\n".join(
+        [
+            "Latency: from sending a request to its whole answer, measured by wrk's script.",
+            "Errors: socket errors, timeouts and HTTP statuses >= 400, as wrk counts them.",
+            "Lost writes: acknowledged increments missing from the stored sessions, out of all",
+            "acknowledged increments.",
+            "",
+            *table(results),
+            "",
+            *(details(r) for r in results),
+            "",
+            setting,
+            env,
+        ]
+    )
+
+
+def as_literal_block(text: str) -> list[str]:
+    # A literal block: no RST markup inside can break the Sphinx build.
+    body = [f"   {line}" if line else "" for line in text.splitlines()]
+    return ["", "::", "", *body, ""]
+
+
+def record(text: str, doc: Path = DOC) -> None:
+    """Replace the lines between the markers (and nothing else) with ``text``."""
+    lines = doc.read_text(encoding="utf-8").splitlines()
+    try:
+        start = lines.index(START)
+        end = lines.index(END, start + 1)
+    except ValueError:
+        raise MarkersMissing(
+            f"{doc} needs the lines {START!r} and {END!r}; the table goes between them."
+        ) from None
+    lines[start + 1 : end] = as_literal_block(text)
+    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,67 @@
+"""The load test's views: each answers with the session's counter, as text.
+
+``loadtest/mix.lua`` compares every answer with the number of writes it was
+acknowledged for that session.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import SESSION_KEY, authenticate, login
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+COUNTER = "count"
+
+
+def _counter(request: HttpRequest, status: int = 200) -> HttpResponse:
+    value = int(request.session.get(COUNTER, 0))
+    return HttpResponse(str(value), status=status, content_type="text/plain")
+
+
+def _anonymous() -> HttpResponse:
+    return HttpResponse("not logged in", status=403, content_type="text/plain")
+
+
+@require_GET
+def ping(request: HttpRequest) -> HttpResponse:
+    """Is the server up (no session)."""
+    return HttpResponse("ok", content_type="text/plain")
+
+
+# wrk's browsers send no CSRF token: the POST views are exempt.
+@csrf_exempt
+@require_POST
+def login_view(request: HttpRequest) -> HttpResponse:
+    """Log a user in, with a real password check (MD5: see loadtest.settings).
+
+    Logging in again as the session's user rotates the key and keeps the data,
+    so the answer is the counter the session already held.
+    """
+    user = authenticate(
+        request,
+        username=request.POST.get("username", ""),
+        password=request.POST.get("password", ""),
+    )
+    if user is None:
+        return HttpResponse("wrong username or password", status=403, content_type="text/plain")
+    login(request, user)
+    return _counter(request)
+
+
+@require_GET
+def read(request: HttpRequest) -> HttpResponse:
+    """A page that reads the session (no SQL: the user id is in the session)."""
+    if SESSION_KEY not in request.session:
+        return _anonymous()
+    return _counter(request)
+
+
+@csrf_exempt
+@require_POST
+def write(request: HttpRequest) -> HttpResponse:
+    """Add one to the session's counter and answer with the new value."""
+    if SESSION_KEY not in request.session:
+        return _anonymous()
+    request.session[COUNTER] = int(request.session.get(COUNTER, 0)) + 1
+    return _counter(request)
