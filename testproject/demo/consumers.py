@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -15,7 +15,8 @@ class ChatConsumer(SessionRefreshMixin, AsyncJsonWebsocketConsumer):  # type: ig
     """Every message a user sends slides their session's idle timer (the mixin);
     their session ending anywhere closes this socket with code 1008."""
 
-    groups: ClassVar[list[str]] = [ROOM]
+    # Channels joins these at connect; the mixin adds the session's group.
+    groups: list[str] | None = [ROOM]  # noqa: RUF012 - Channels' own idiom
 
     async def connect(self) -> None:
         user = self.scope.get("user")
