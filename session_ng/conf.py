@@ -55,6 +55,11 @@ class Snapshot:
     refresh_on_access: bool
     cluster: bool
     client_key: tuple[Any, ...]
+    # The middleware's per-request reads, resolved once.
+    id_resolvers: tuple[str, ...] = ("cookie",)
+    header_name: str = "X-Auth-Token"
+    header_meta_key: str = "HTTP_X_AUTH_TOKEN"  # the header's name in request.META
+    alias_param: str | None = "_s"
 
 
 class Settings:
@@ -82,6 +87,10 @@ class Settings:
             refresh_on_access=bool(self.REFRESH_ON_ACCESS),
             cluster=bool(self.CLUSTER),
             client_key=(self.REDIS_URL, alias, cache_conf, bool(self.CLUSTER), self.SOCKET_TIMEOUT),
+            id_resolvers=tuple(str(r) for r in self.ID_RESOLVERS or ()),
+            header_name=str(self.HEADER_NAME),
+            header_meta_key="HTTP_" + str(self.HEADER_NAME).upper().replace("-", "_"),
+            alias_param=str(self.ALIAS_PARAM) if self.ALIAS_PARAM else None,
         )
         self._snapshot = (raw, caches, snap)
         return snap

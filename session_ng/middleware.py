@@ -162,15 +162,12 @@ class SessionMiddleware:
             return response
         session = request.session
         if plan.save:
-            max_age, expires = self._cookie_age(
-                session.get_expire_at_browser_close(), session.get_expiry_age()
-            )
+            plan.renew = renewal_due(session)
             try:
                 session.save()
             except UpdateError:
                 raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
-            return self._finish(request, response, plan, max_age, expires)
-        return self._finish(request, response, plan, None, None)
+        return self._finish(request, response, plan)
 
     async def aprocess_response(
         self, request: HttpRequest, response: HttpResponseBase
@@ -180,15 +177,12 @@ class SessionMiddleware:
             return response
         session = request.session
         if plan.save:
-            max_age, expires = self._cookie_age(
-                await session.aget_expire_at_browser_close(), await session.aget_expiry_age()
-            )
+            plan.renew = renewal_due(session)
             try:
                 await session.asave()
             except UpdateError:
                 raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
-            return self._finish(request, response, plan, max_age, expires)
-        return self._finish(request, response, plan, None, None)
+        return self._finish(request, response, plan)
 
     def _plan(self, request: HttpRequest, response: HttpResponseBase) -> _Plan | None:
         try:
@@ -223,12 +217,7 @@ class SessionMiddleware:
         return age, http_date(time.time() + age)
 
     def _finish(
-        self,
-        request: HttpRequest,
-        response: HttpResponseBase,
-        plan: _Plan,
-        max_age: int | None,
-        expires: str | None,
+        self, request: HttpRequest, response: HttpResponseBase, plan: _Plan
     ) -> HttpResponseBase:
         manager = plan.manager
         resolution = manager.resolution
@@ -241,17 +230,18 @@ class SessionMiddleware:
         elif plan.save and key is not None:
             sessions[resolution.alias] = key
         sessions = manager.prune(sessions)
+        snap = conf.snapshot()
         uses_cookie = (
-            resolvers.COOKIE in conf.ID_RESOLVERS and resolution.source != resolvers.HEADER
+            resolvers.COOKIE in snap.id_resolvers and resolution.source != resolvers.HEADER
         )
         uses_header = (
-            resolvers.HEADER in conf.ID_RESOLVERS and resolution.source != resolvers.COOKIE
+            resolvers.HEADER in snap.id_resolvers and resolution.source != resolvers.COOKIE
         )
 
         if uses_header:
             if plan.drop_current and resolution.source == resolvers.HEADER:
                 # Flushed (logout): tell the client to forget its id.
-                response[str(conf.HEADER_NAME)] = ""
+                response[snap.header_name] = ""
                 wrote_header = True
             elif (
                 plan.save
@@ -262,7 +252,7 @@ class SessionMiddleware:
                 # Only to a client that sent the header: a browser's page
                 # scripts could read it, which HttpOnly cookies exist to prevent.
                 # Created, or rotated (login): the client must learn the new id.
-                response[str(conf.HEADER_NAME)] = key
+                response[snap.header_name] = key
                 wrote_header = True
 
         if uses_cookie:
@@ -276,14 +266,21 @@ class SessionMiddleware:
                         samesite=settings.SESSION_COOKIE_SAMESITE,
                     )
                     need_vary = True
-            elif plan.save or sessions != resolution.sessions:
+            elif (plan.save and plan.renew) or sessions != resolution.sessions:
                 if not plan.save:
                     # Only the other aliases changed (one was pruned or logged
                     # out): the cookie keeps the site's default lifetime.
                     max_age, expires = self._cookie_age(
                         settings.SESSION_EXPIRE_AT_BROWSER_CLOSE, settings.SESSION_COOKIE_AGE
                     )
-                elif len(sessions) > 1 and max_age is not None:
+                else:
+                    # After the save, so the session is loaded: no I/O here,
+                    # in the async path either.
+                    session = request.session
+                    max_age, expires = self._cookie_age(
+                        session.get_expire_at_browser_close(), session.get_expiry_age()
+                    )
+                if plan.save and len(sessions) > 1 and max_age is not None:
                     # The cookie carries other sessions too: never shorten it
                     # below the default lifetime because of this one.
                     max_age = max(max_age, settings.SESSION_COOKIE_AGE)
@@ -305,10 +302,10 @@ class SessionMiddleware:
         if resolution.alias != DEFAULT_ALIAS:
             self._keep_alias_in_redirect(request, response, manager)
         vary = []
-        if need_vary and resolvers.COOKIE in conf.ID_RESOLVERS:
+        if need_vary and resolvers.COOKIE in snap.id_resolvers:
             vary.append("Cookie")
-        if (plan.accessed or wrote_header) and resolvers.HEADER in conf.ID_RESOLVERS:
-            vary.append(str(conf.HEADER_NAME))
+        if (plan.accessed or wrote_header) and resolvers.HEADER in snap.id_resolvers:
+            vary.append(snap.header_name)
         if vary:
             patch_vary_headers(response, vary)
         return response
@@ -318,10 +315,11 @@ class SessionMiddleware:
         """Every request input that could have chosen the session: a cache
         must key on all of them."""
         inputs = []
-        if resolvers.COOKIE in conf.ID_RESOLVERS:
+        snap = conf.snapshot()
+        if resolvers.COOKIE in snap.id_resolvers:
             inputs.append("Cookie")
-        if resolvers.HEADER in conf.ID_RESOLVERS:
-            inputs.append(str(conf.HEADER_NAME))
+        if resolvers.HEADER in snap.id_resolvers:
+            inputs.append(snap.header_name)
         return inputs
 
     @staticmethod
@@ -342,10 +340,40 @@ class SessionMiddleware:
 
 
 class _Plan:
-    __slots__ = ("accessed", "drop_current", "manager", "save")
+    __slots__ = ("accessed", "drop_current", "manager", "renew", "save")
 
     def __init__(self, manager: SessionManager, accessed: bool) -> None:
         self.manager = manager
         self.accessed = accessed
         self.save = False
+        # Whether a saved session's cookie is sent again (see renewal_due).
+        self.renew = True
         self.drop_current = False
+
+
+# A read-only request renews the cookie at most once per this share of the
+# idle timeout (and at least a second apart): the cookie may run out that
+# much before the session. 1% of Django's two weeks is 3 h 22 min.
+RENEWAL_SHARE = 100
+MIN_RENEWAL_PERIOD_MS = 1000
+
+
+def renewal_due(session: SessionBase) -> bool:
+    """Whether this response must send the cookie again.
+
+    Always when the session changed. For a request that only read it, when
+    this load and the one before it fall in different renewal periods
+    (counted from the session's creation): then every period in which the
+    session was used has a response that renewed the cookie, and the cookie
+    outlives the idle timer's last slide but for less than one period.
+    """
+    if session.modified or settings.SESSION_SAVE_EVERY_REQUEST:
+        return True
+    record = getattr(session, "_record", None)
+    previous = getattr(record, "previous_access", None)
+    if record is None or previous is None:
+        return True  # not loaded from Redis by this request: renew
+    age = record.max_inactive if record.max_inactive > 0 else settings.SESSION_COOKIE_AGE
+    period = max(MIN_RENEWAL_PERIOD_MS, int(age) * 1000 // RENEWAL_SHARE)
+    now, created = record.accessed, record.created
+    return bool((now - created) // period != (previous - created) // period)

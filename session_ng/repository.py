@@ -273,6 +273,8 @@ class Record:
     user: str | None = None
     bucket: int | None = None
     attributes: dict[str, bytes] = field(default_factory=dict)
+    # Not stored: the "accessed" a load replaced (None when not from a load).
+    previous_access: int | None = None
 
 
 class Corrupt:
@@ -378,11 +380,14 @@ def load(
         return CORRUPT, set(others)
     if reply is None:
         return None, alive
-    status, fields = reply
+    status, fields = reply[0], reply[1]
     if status == b"corrupt":
         _log_corrupt(session_key, "unreadable metadata")
         return CORRUPT, alive
-    return parse_record(session_key, fields), alive
+    record = parse_record(session_key, fields)
+    if isinstance(record, Record) and len(reply) > 2:
+        record.previous_access = int(reply[2])
+    return record, alive
 
 
 def touch(ns: str, session_key: str, now: int) -> Operation[bool]:

@@ -36,9 +36,15 @@ class Resolution:
     header_key: str | None = None
 
 
-def current_alias(request: HttpRequest) -> str:
-    param = conf.ALIAS_PARAM
-    if not param:
+def current_alias(request: HttpRequest, param: str | None = None) -> str:
+    if param is None:
+        param = conf.snapshot().alias_param
+        if param is None:
+            return DEFAULT_ALIAS
+    query = request.META.get("QUERY_STRING", "")
+    if param not in query and "%" not in query:
+        # Most requests name no alias: no need to parse the query string.
+        # (With a "%" the name may be percent-encoded: parse it.)
         return DEFAULT_ALIAS
     value = request.GET.get(param)
     # Anything malformed is the default alias; it is never echoed back.
@@ -46,14 +52,17 @@ def current_alias(request: HttpRequest) -> str:
 
 
 def resolve(request: HttpRequest) -> Resolution:
-    result = Resolution(alias=current_alias(request))
+    snap = conf.snapshot()
+    alias = DEFAULT_ALIAS if snap.alias_param is None else current_alias(request, snap.alias_param)
+    result = Resolution(alias=alias)
     cookie_value = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     result.had_cookie = cookie_value is not None
-    resolvers = list(conf.ID_RESOLVERS)
+    resolvers = snap.id_resolvers
     if COOKIE in resolvers:
         result.sessions = parse_cookie(cookie_value)
     if HEADER in resolvers:
-        value = request.headers.get(str(conf.HEADER_NAME))
+        # request.META, not request.headers: that builds a dict of them all.
+        value = request.META.get(snap.header_meta_key)
         result.header_present = value is not None
         if is_valid_session_key(value):
             result.header_key = value

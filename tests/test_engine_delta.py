@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -52,6 +53,64 @@ def test_in_place_mutation_is_saved_without_modified(r: redis.Redis) -> None:
     assert t.modified is False
     t.save()
     assert stored(r, s.session_key)[b"attr:cart"] == b'["apple","pear"]'
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda t: t.get("cart").append("pear"),
+        lambda t: t.setdefault("cart", []).append("pear"),
+        lambda t: next(iter(v for v in t.values() if isinstance(v, list))).append("pear"),
+        lambda t: dict(t.items())["cart"].append("pear"),
+    ],
+    ids=["get", "setdefault", "values", "items"],
+)
+def test_every_way_of_handing_out_a_value_catches_in_place_changes(r: redis.Redis, mutate) -> None:  # type: ignore[no-untyped-def]
+    s = SessionStore()
+    s.update({"cart": ["apple"], "other": {"n": 1}})
+    s.save()
+    t = SessionStore(s.session_key)
+    mutate(t)
+    t.save()
+    assert stored(r, s.session_key)[b"attr:cart"] == b'["apple","pear"]'
+
+
+async def test_async_reads_catch_in_place_changes_too(r: redis.Redis) -> None:
+    s = SessionStore()
+    await s.aset("cart", ["apple"])
+    await s.asave()
+    t = SessionStore(s.session_key)
+    (await t.aget("cart")).append("pear")
+    (await t.asetdefault("seen", [])).append(1)
+    await t.asave()
+    assert stored(r, s.session_key)[b"attr:cart"] == b'["apple","pear"]'
+    assert stored(r, s.session_key)[b"attr:seen"] == b"[1]"
+
+
+class CountingSerializer:
+    dumped: list[object] = []
+
+    def dumps(self, obj: object) -> bytes:
+        CountingSerializer.dumped.append(obj)
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    def loads(self, data: bytes) -> object:
+        return json.loads(data)
+
+
+def test_values_nobody_was_handed_are_not_serialized_again(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_SERIALIZER = "tests.test_engine_delta.CountingSerializer"
+    s = SessionStore()
+    s.update({"theme": "dark", "cart": [1, 2], "flags": {"beta": True}})
+    s.save()
+    t = SessionStore(s.session_key)
+    CountingSerializer.dumped.clear()
+    assert t.get("theme") == "dark"  # a read, as most requests are
+    t.save()  # what the middleware does after a request that read the session
+    assert CountingSerializer.dumped == []
+    assert t.get("flags") == {"beta": True}  # handed out: it could change in place
+    t.save()
+    assert CountingSerializer.dumped == [{"beta": True}]
 
 
 def test_removed_attributes_are_hdeled(r: redis.Redis) -> None:

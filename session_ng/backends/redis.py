@@ -104,6 +104,56 @@ class SessionStore(SessionBase):
         self.creation_check: Callable[[], None] | None = None
         self.acreation_check: Callable[[], Awaitable[None]] | None = None
         self.refused: TooManySessions | None = None
+        # Names of mutable attribute values handed to the caller ([], get(),
+        # setdefault()); True once items() or values() handed out them all.
+        # Only those can have been changed in place, so only those are
+        # serialized again at save to find out (see _plan).
+        self._exposed: set[str] = set()
+        self._exposed_all = False
+
+    # --- reads that hand out values ---------------------------------------------
+
+    def _expose(self, key: str, value: Any) -> Any:
+        if type(value) not in IMMUTABLE_TYPES:
+            self._exposed.add(key)
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        return self._expose(key, self._session[key])
+
+    def get(self, key: str, default: Any = None) -> Any:
+        session = self._session
+        return self._expose(key, session[key]) if key in session else default
+
+    async def aget(self, key: str, default: Any = None) -> Any:
+        session = await self._aget_session()
+        return self._expose(key, session[key]) if key in session else default
+
+    def setdefault(self, key: str, value: Any) -> Any:  # type: ignore[override]
+        return self._expose(key, super().setdefault(key, value))
+
+    async def asetdefault(self, key: str, value: Any) -> Any:
+        return self._expose(key, await super().asetdefault(key, value))
+
+    def items(self) -> Any:
+        handed = super().items()  # may load, which starts a fresh record
+        self._exposed_all = True
+        return handed
+
+    async def aitems(self) -> Any:
+        handed = await super().aitems()
+        self._exposed_all = True
+        return handed
+
+    def values(self) -> Any:
+        handed = super().values()  # may load, which starts a fresh record
+        self._exposed_all = True
+        return handed
+
+    async def avalues(self) -> Any:
+        handed = await super().avalues()
+        self._exposed_all = True
+        return handed
 
     def _run(self, operation: repository.Operation[R]) -> R:
         try:
@@ -169,6 +219,8 @@ class SessionStore(SessionBase):
         loaded.attributes = good
         self._record = loaded
         self._loaded_values = dict(data)
+        self._exposed = set()
+        self._exposed_all = False
         return data
 
     def decode_attributes(self, record: Record) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -304,11 +356,16 @@ class SessionStore(SessionBase):
         known = baseline.attributes if baseline is not None else {}
         loaded = self._loaded_values
         current: dict[str, bytes] = {}
+        exposed, exposed_all = self._exposed, self._exposed_all
         for name, value in data.items():
             if (
-                type(value) in IMMUTABLE_TYPES
-                and name in known
+                name in known
                 and loaded.get(name, _MISSING) is value
+                and (
+                    type(value) in IMMUTABLE_TYPES
+                    # A mutable value nobody was handed cannot have changed.
+                    or not (exposed_all or name in exposed)
+                )
             ):
                 current[name] = known[name]
             else:

@@ -1,0 +1,91 @@
+"""When session_ng's middleware sends the cookie again.
+
+A session that changed always gets its cookie. A request that only read it
+renews the cookie once per renewal period (1% of the idle timeout, at least
+a second), counted from the session's creation: often enough that the cookie
+never runs out more than one period before the idle timer, rarely enough that
+most read-only responses carry no Set-Cookie (cheaper, and cacheable).
+"""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.test import AsyncClient, Client
+
+from session_ng import keys
+
+pytestmark = pytest.mark.django_db
+NS = "session_ng"
+AGE = 1000  # s: a renewal period of 10 s
+
+
+def started(client: Client, r: redis.Redis) -> str:
+    response = client.post("/api/session/", {"theme": "dark"})
+    assert "sessionid" in response.cookies  # created: always sent
+    return client.cookies["sessionid"].value
+
+
+def age_session(r: redis.Redis, key: str, seconds: int) -> None:
+    """As if the session had been created, and last used, ``seconds`` ago."""
+    hash_key = keys.session_hash(NS, key)
+    created = int(r.hget(hash_key, "created") or 0) - seconds * 1000
+    r.hset(hash_key, mapping={"created": created, "accessed": created})
+
+
+def test_reads_within_one_period_send_no_cookie(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = AGE
+    client = Client()
+    started(client, r)
+    for _ in range(3):
+        response = client.get("/api/session/")
+        assert response.json()["session"] == {"theme": "dark"}
+        assert "sessionid" not in response.cookies
+        assert "Cookie" in response["Vary"]  # still varies: it read the session
+
+
+def test_the_first_read_of_a_new_period_renews(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = AGE
+    client = Client()
+    key = started(client, r)
+    age_session(r, key, seconds=25)  # created 25 s ago, last used then: period 0
+    response = client.get("/api/session/")  # now in period 2
+    morsel = response.cookies["sessionid"]
+    assert (morsel.value, morsel["max-age"]) == (key, AGE)
+    # The next read is in the same period as this one.
+    assert "sessionid" not in client.get("/api/session/").cookies
+
+
+def test_a_change_always_renews(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = AGE
+    client = Client()
+    key = started(client, r)
+    response = client.post("/api/session/", {"theme": "light"})
+    assert response.cookies["sessionid"].value == key
+
+
+def test_save_every_request_renews_every_time(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = AGE
+    settings.SESSION_SAVE_EVERY_REQUEST = True
+    client = Client()
+    started(client, r)
+    assert "sessionid" in client.get("/api/session/").cookies
+
+
+def test_the_period_has_a_floor_of_one_second(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = 10  # 1% would be 100 ms
+    client = Client()
+    key = started(client, r)
+    assert "sessionid" not in client.get("/api/session/").cookies
+    age_session(r, key, seconds=1)
+    assert "sessionid" in client.get("/api/session/").cookies
+
+
+async def test_async_requests_follow_the_same_rule(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = AGE
+    client = AsyncClient()
+    response = await client.post("/api/session/", {"theme": "dark"})
+    key = response.cookies["sessionid"].value
+    assert "sessionid" not in (await client.get("/api/session/")).cookies
+    age_session(r, key, seconds=25)
+    assert (await client.get("/api/session/")).cookies["sessionid"].value == key
