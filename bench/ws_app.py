@@ -1,5 +1,6 @@
 """The ASGI app the websocket bench serves with daphne: one echo consumer
-plain and one with ``SessionRefreshMixin``, otherwise identical."""
+plain, with ``SessionRefreshMixin``, and with the mixin and a one-second
+``session_refresh_interval``, otherwise identical."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ class RefreshingEcho(SessionRefreshMixin, Echo):
     pass
 
 
+class ThrottledEcho(SessionRefreshMixin, Echo):
+    # At most one touch a second per socket: the documented knob for chatty sockets.
+    session_refresh_interval = 1.0
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_application,
@@ -34,6 +40,7 @@ application = ProtocolTypeRouter(
                 [
                     path("ws/plain/", Echo.as_asgi()),
                     path("ws/refresh/", RefreshingEcho.as_asgi()),
+                    path("ws/throttled/", ThrottledEcho.as_asgi()),
                 ]
             )
         ),
