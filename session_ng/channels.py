@@ -129,6 +129,7 @@ class SessionRefreshMixin:
         # websocket_connect adds self.groups and its websocket_disconnect
         # discards them.
         group = self._session_ng_group()
+        self._session_ng_joined = group
         if group is not None:
             self.groups = [*(self.groups or []), group]
         return super().websocket_connect(message)  # type: ignore[misc]
@@ -147,8 +148,36 @@ class SessionRefreshMixin:
         return group_name(str(key))
 
     def session_ng_end(self, message: dict[str, Any]) -> Any:
-        """The session ended (``socket_groups``): close the socket."""
+        """The session ended (``socket_groups``): close the socket.
+
+        Unless this socket rotated the key itself (``channels.auth.login()``
+        over the socket calls ``cycle_key()``): its session lives on under the
+        new key, so the socket moves to the new key's group instead.
+        """
+        joined = getattr(self, "_session_ng_joined", None)
+        current = self._session_ng_group()
+        if current is not None and current != joined:
+            return self._session_ng_move(joined, current)
         return self._session_ng_close()
+
+    def _session_ng_move(self, old: str | None, new: str) -> Any:
+        self._session_ng_joined = new
+        self.groups = [g for g in (self.groups or []) if g != old] + [new]
+        layer = self.channel_layer  # type: ignore[attr-defined]
+        if not isinstance(self, SyncConsumer):
+            return self._session_ng_amove(old, new)
+        from asgiref.sync import async_to_sync
+
+        if old is not None:
+            async_to_sync(layer.group_discard)(old, self.channel_name)
+        async_to_sync(layer.group_add)(new, self.channel_name)
+        return None
+
+    async def _session_ng_amove(self, old: str | None, new: str) -> None:
+        layer = self.channel_layer  # type: ignore[attr-defined]
+        if old is not None:
+            await layer.group_discard(old, self.channel_name)  # type: ignore[attr-defined]
+        await layer.group_add(new, self.channel_name)  # type: ignore[attr-defined]
 
     def _session_ng_close(self) -> Any:
         """Close with WEBSOCKET_CLOSE_CODE, or its stand-in if the server refuses it."""

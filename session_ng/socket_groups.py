@@ -19,6 +19,7 @@ Only connected (from ``AppConfig.ready``) when Channels is installed and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -32,6 +33,8 @@ logger = logging.getLogger("session_ng.channels")
 
 # The message type consumers receive; Channels calls its ``session_ng_end``.
 END_MESSAGE = "session_ng.end"
+# Seconds a group_send may take before the end is left to the next message.
+SEND_TIMEOUT = 1.0
 
 
 def group_name(session_key: str) -> str:
@@ -56,17 +59,22 @@ def wanted() -> bool:
 
 
 async def close_sockets(session_key: str, reason: str) -> None:
-    """Tell the sockets bound to ``session_key`` to close (``reason`` is for them)."""
-    from channels.layers import get_channel_layer
+    """Tell the sockets bound to ``session_key`` to close (``reason`` is for them).
 
-    layer = get_channel_layer()
-    if layer is None:
-        return
+    Never raises, and gives up after ``SEND_TIMEOUT``: the session has ended
+    whatever happens here (its sockets still close at their next message), and
+    a logout must not fail, nor the worker stall, because the channel layer is
+    misconfigured, down or slow.
+    """
     try:
-        await layer.group_send(group_name(session_key), {"type": END_MESSAGE, "reason": reason})
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        message = {"type": END_MESSAGE, "reason": reason}
+        await asyncio.wait_for(layer.group_send(group_name(session_key), message), SEND_TIMEOUT)
     except Exception:
-        # The session has ended whatever happens here; its sockets still close
-        # at their next message. Never turn a logout into an error page.
         logger.exception("could not tell the sockets of session %s… to close", session_key[:6])
 
 

@@ -390,3 +390,70 @@ async def test_a_code_the_server_accepts_is_sent_as_is(settings) -> None:  # typ
     await comm.connect()
     await SessionStore(key).adelete()
     assert await closed_with(comm) == {"type": "websocket.close", "code": 4401}
+
+
+class LogsInOverTheSocket(SessionRefreshMixin, AsyncWebsocketConsumer):
+    """channels.auth.login() rotates the scope's session (cycle_key) and saves it."""
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data == "login":
+            session = self.scope["session"]
+            await session.acycle_key()
+            await session.aset("_auth_user_id", "7")
+            await session.asave()
+            await self.send(text_data=session.session_key)
+        else:
+            await self.send(text_data=f"{self.scope['session'].get('name')}:{text_data}")
+
+
+async def test_logging_in_over_the_socket_keeps_it_open_and_follows_the_new_key() -> None:
+    key = await make_session(name="rae")
+    comm = communicator(LogsInOverTheSocket, key)
+    await comm.connect()
+    await comm.send_to(text_data="login")
+    new_key = await comm.receive_from()
+    assert new_key != key
+    assert await comm.receive_nothing() is True  # its own rotation did not close it
+    await comm.send_to(text_data="hi")
+    assert await comm.receive_from() == "rae:hi"
+    # It now belongs to the new key's group: a logout elsewhere closes it.
+    await SessionStore(new_key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+async def test_a_broken_channel_layer_never_fails_a_logout(settings, caplog) -> None:  # type: ignore[no-untyped-def]
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "no.such.Layer"}}
+    key = await make_session(name="sal")
+    await SessionStore(key).adelete()  # no exception
+    assert await SessionStore().aexists(key) is False
+    assert "could not tell the sockets of session" in caplog.text
+
+
+class StuckLayer:
+    """A channel layer whose group_send never returns (a Redis that hangs)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        pass
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        await asyncio.sleep(30)
+
+
+async def test_a_hanging_channel_layer_delays_a_logout_by_at_most_the_timeout(
+    settings, caplog, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from session_ng import socket_groups
+
+    monkeypatch.setattr(socket_groups, "SEND_TIMEOUT", 0.2)
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_channels.StuckLayer"}}
+    key = await make_session(name="tom")
+    started = time.monotonic()
+    await SessionStore(key).adelete()
+    assert time.monotonic() - started < 1.0
+    assert await SessionStore().aexists(key) is False
+    assert "could not tell the sockets of session" in caplog.text
