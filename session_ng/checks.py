@@ -48,11 +48,13 @@ def check_keyspace_notifications(app_configs: Any = None, **kwargs: Any) -> list
     """
     if conf.problems():
         return []  # the settings errors say what to fix first
-    from session_ng.events import RETRYABLE, probe_now
+    from session_ng.events import probe_now, retryable
 
     try:
         missing = probe_now()
-    except RETRYABLE as exc:
+    except Exception as exc:
+        if not retryable(exc):
+            raise
         return [Warning(f"Could not reach Redis to check keyspace notifications: {exc}",
                         id="session_ng.W004")]  # fmt: skip
     if not missing:

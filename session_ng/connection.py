@@ -10,6 +10,7 @@ new one; async clients are cached per event loop as well, because a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator
@@ -116,12 +117,18 @@ class _LoopClients:
             clients = list(self.clients.values())
             self.clients.clear()
             for client in clients:
-                await client.aclose()
+                # One that fails to close (its server gone) must not leave
+                # the others open.
+                with contextlib.suppress(Exception):
+                    await client.aclose()
                 # A Sentinel-managed client also holds connections to the
-                # sentinels it asked for the primary.
-                manager = getattr(client.connection_pool, "sentinel_manager", None)
+                # sentinels it asked for the primary. (A Cluster client has no
+                # connection_pool at all.)
+                pool = getattr(client, "connection_pool", None)
+                manager = getattr(pool, "sentinel_manager", None)
                 for sentinel in getattr(manager, "sentinels", ()):
-                    await sentinel.aclose()
+                    with contextlib.suppress(Exception):
+                        await sentinel.aclose()
 
 
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (

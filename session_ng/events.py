@@ -33,14 +33,18 @@ from session_ng import keys, repository
 from session_ng.conf import conf
 from session_ng.connection import get_client
 from session_ng.exceptions import SessionStoreUnavailable
-from session_ng.repository import UNAVAILABLE_ERRORS, Record
+from session_ng.repository import Record
 from session_ng.signals import session_deleted, session_expired
 
 logger = logging.getLogger("session_ng.worker")
 
-# Redis went away: from the pub/sub connection (raw redis-py errors) or from
-# an operation (already turned into SessionStoreUnavailable).
-RETRYABLE: tuple[type[BaseException], ...] = (SessionStoreUnavailable, *UNAVAILABLE_ERRORS)
+
+def retryable(exc: BaseException) -> bool:
+    """Redis went away: from the pub/sub connection or a Cluster client (raw
+    redis-py errors) or from an operation (already SessionStoreUnavailable)."""
+    return isinstance(exc, SessionStoreUnavailable) or repository.is_outage(exc)
+
+
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0)
 # Redis Cluster: how often the worker reads the layout again (failovers are
 # also noticed at once, by the failing connection).
@@ -80,9 +84,53 @@ def probe(
     return [event for event in expected if event not in seen]
 
 
+def probe_node(client: Any, node: Any, timeout: float = 2.0) -> list[str]:
+    """The probe on one Cluster primary, with probe keys of its own slots
+    (each node publishes the events of its own keys only)."""
+    ns = conf.namespace
+    token = ""
+    for _ in range(10_000):
+        token = uuid.uuid4().hex
+        probe_keys = [keys.notification_probe(ns, token + s) for s in (":x", ":d")]
+        if all(client.get_node_from_key(k).name == node.name for k in probe_keys):
+            break
+    else:  # pragma: no cover - 16384 slots, a third of them this node's
+        return []
+    connection = node.redis_connection
+    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(*channels(0))
+        expiring, deleted = probe_keys
+        connection.set(expiring, "", px=1)
+        connection.set(deleted, "")
+        connection.delete(deleted)
+        time.sleep(0.005)
+        connection.exists(expiring)  # expires it now, if it has not been yet
+        expected = {"expired": expiring, "del": deleted}
+        seen: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while len(seen) < len(expected) and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.1)
+            if message is None:
+                continue
+            event = message["channel"].decode().rsplit(":", 1)[-1]
+            if expected.get(event) == message["data"].decode():
+                seen.add(event)
+        return [event for event in expected if event not in seen]
+    finally:
+        pubsub.close()
+
+
 def probe_now() -> list[str]:
-    """The probe on a connection of its own (for the system check)."""
+    """The probe on a connection of its own (for the system check); on a
+    Cluster, on every primary (what any of them lacks)."""
     client = get_client()
+    if repository.split_slots():
+        client.nodes_manager.initialize()
+        missing: set[str] = set()
+        for node in client.get_primaries():
+            missing.update(probe_node(client, node))
+        return [event for event in ("expired", "del") if event in missing]
     db = client.connection_pool.connection_kwargs.get("db", 0)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
@@ -109,7 +157,9 @@ class Worker:
             try:
                 self._serve(stop)
                 failures = 0
-            except RETRYABLE as exc:
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
                 delay = RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)]
                 failures += 1
                 logger.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
@@ -163,7 +213,9 @@ class Worker:
                 for name, pubsub in list(listeners.items()):
                     try:
                         message = pubsub.get_message(timeout=0)
-                    except RETRYABLE as exc:
+                    except Exception as exc:
+                        if not retryable(exc):
+                            raise
                         logger.warning("lost primary %s (%s); reading the layout again", name, exc)
                         with contextlib.suppress(Exception):
                             pubsub.close()
@@ -185,9 +237,13 @@ class Worker:
 
     def _follow_layout(self, client: Any, listeners: dict[str, Any], configured: set[str]) -> None:
         client.nodes_manager.initialize()
-        for node in client.get_nodes():
+        nodes = client.get_nodes()
+        # A node that left the layout and comes back (restarted, its settings
+        # gone) is configured again.
+        configured.intersection_update(node.name for node in nodes)
+        for node in nodes:
             # Replicas too: a promoted one must publish from its first second.
-            if node.name not in configured and self._configure_node(node):
+            if node.name not in configured and self._configure_node(client, node):
                 configured.add(node.name)
         primaries = {node.name: node for node in client.get_primaries()}
         for name in [n for n in listeners if n not in primaries]:
@@ -208,9 +264,20 @@ class Worker:
                 ", ".join(sorted(listeners)),
             )
 
-    def _configure_node(self, node: Any) -> bool:
-        """Make one node publish the events; True when it does (or was told to)."""
+    def _configure_node(self, client: Any, node: Any) -> bool:
+        """Make one node publish the events; True when it does (or was told to).
+
+        Without CONFIGURE_KEYSPACE_NOTIFICATIONS (managed Redis), a primary is
+        probed instead, and a warning says what it does not publish.
+        """
         if not conf.CONFIGURE_KEYSPACE_NOTIFICATIONS:
+            if node.server_type == "primary":
+                try:
+                    self._warn_if_missing(probe_node(client, node))
+                except Exception as exc:
+                    if not retryable(exc):
+                        raise
+                    return False
             return True
         connection = node.redis_connection
         try:
@@ -223,7 +290,9 @@ class Worker:
                 logger.info("set notify-keyspace-events to %r on %s", wanted, node.name)
         except redis.exceptions.ResponseError as exc:
             logger.warning("cannot configure notify-keyspace-events on %s: %s", node.name, exc)
-        except RETRYABLE:
+        except Exception as exc:
+            if not retryable(exc):
+                raise
             return False  # a node that is down now: try again at the next layout read
         return True
 

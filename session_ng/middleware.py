@@ -32,6 +32,7 @@ from django.utils.http import http_date, url_has_allowed_host_and_scheme
 from session_ng import resolvers
 from session_ng.aliases import DEFAULT_ALIAS, SessionManager, format_cookie
 from session_ng.backends.redis import SessionStore as RedisSessionStore
+from session_ng.backends.redis import now_ms
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 
@@ -162,7 +163,7 @@ class SessionMiddleware:
             return response
         session = request.session
         if plan.save:
-            plan.renew = renewal_due(session)
+            plan.renew = _mark_renewal(session)
             try:
                 session.save()
             except UpdateError:
@@ -177,7 +178,7 @@ class SessionMiddleware:
             return response
         session = request.session
         if plan.save:
-            plan.renew = renewal_due(session)
+            plan.renew = _mark_renewal(session)
             try:
                 await session.asave()
             except UpdateError:
@@ -362,18 +363,25 @@ def renewal_due(session: SessionBase) -> bool:
     """Whether this response must send the cookie again.
 
     Always when the session changed. For a request that only read it, when
-    this load and the one before it fall in different renewal periods
-    (counted from the session's creation): then every period in which the
-    session was used has a response that renewed the cookie, and the cookie
-    outlives the idle timer's last slide but for less than one period.
+    the cookie was last sent (the hash's ``renewed`` field, written by the
+    save of the response that sent it) a renewal period ago or more: so the
+    cookie never runs out more than a period before the idle timer, whatever
+    else slides that timer (websocket messages, REFRESH_ON_ACCESS = False).
     """
     if session.modified or settings.SESSION_SAVE_EVERY_REQUEST:
         return True
     record = getattr(session, "_record", None)
-    previous = getattr(record, "previous_access", None)
-    if record is None or previous is None:
-        return True  # not loaded from Redis by this request: renew
+    renewed = getattr(record, "renewed", None)
+    if record is None or renewed is None:
+        return True
     age = record.max_inactive if record.max_inactive > 0 else settings.SESSION_COOKIE_AGE
     period = max(MIN_RENEWAL_PERIOD_MS, int(age) * 1000 // RENEWAL_SHARE)
-    now, created = record.accessed, record.created
-    return bool((now - created) // period != (previous - created) // period)
+    return bool(now_ms() - renewed >= period)
+
+
+def _mark_renewal(session: SessionBase) -> bool:
+    """renewal_due(), and if so tell a session_ng store to record it."""
+    due = renewal_due(session)
+    if due and isinstance(session, RedisSessionStore):
+        session.cookie_renewed_at = now_ms()
+    return due

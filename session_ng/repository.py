@@ -53,6 +53,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
+    # redis-py's Cluster client gave up (its retries and redirections ran out).
+    redis.exceptions.ClusterError,
 )
 try:  # Sentinel's own "no primary" error lives in the sentinel module.
     from redis.sentinel import MasterNotFoundError
@@ -102,10 +104,16 @@ class Batch:
     """Several calls in one round trip (a pipeline, not a transaction).
 
     Only for calls that are safe to repeat: a batch whose scripts were missing
-    is sent again once they are loaded.
+    is sent again with the scripts' source.
     """
 
     calls: Sequence[Eval | Command]
+    # The operation gets error replies in the list instead of an exception.
+    errors_as_values: bool = False
+    # Follow-up writes whose loss the data model tolerates (bucket and index
+    # entries on other Cluster nodes): when Redis is unavailable for them,
+    # the operation gets None and goes on, and a warning is logged.
+    best_effort: bool = False
 
 
 Step = Eval | Command | Batch
@@ -118,11 +126,19 @@ def cluster_unreachable(exc: redis.exceptions.RedisClusterException) -> bool:
 
     redis-py raises the bare RedisClusterException both when no startup node
     answers and for misuse (keys of several slots in one command); only the
-    first, and a slot no node serves (mid-failover), are an outage.
+    first, and slots no node serves (mid-failover), are an outage.
     """
     if isinstance(exc, redis.exceptions.SlotNotCoveredError):
         return True
-    return "cannot be connected" in str(exc)
+    text = str(exc)
+    return "cannot be connected" in text or "slots are not covered" in text
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis is unavailable (as opposed to a bug)."""
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    return isinstance(exc, redis.exceptions.RedisClusterException) and cluster_unreachable(exc)
 
 
 def split_slots() -> bool:
@@ -143,17 +159,21 @@ def _unavailable(exc: BaseException) -> SessionStoreUnavailable:
     )
 
 
-def _queue(pipe: Any, call: Eval | Command) -> None:
+def _queue(pipe: Any, call: Eval | Command, with_source: bool = False) -> None:
     if isinstance(call, Eval):
         # Not pipe.evalsha(): redis-py's cluster pipeline refuses that method,
         # but routes the command itself by its keys (all in one slot).
-        pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+        if with_source:
+            pipe.execute_command("EVAL", call.script.source, len(call.keys), *call.keys, *call.args)
+        else:
+            pipe.execute_command("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
     else:
         pipe.execute_command(*call.args)
 
 
-def _scripts_of(step: Batch) -> list[Script]:
-    return list({c.script.sha: c.script for c in step.calls if isinstance(c, Eval)}.values())
+# A script missing on its node (first use, a restarted or promoted node) is
+# sent once with its source: EVAL runs it and caches it there, on that node
+# only, so no node that is down can fail the reload (SCRIPT LOAD goes to all).
 
 
 def _run_sync(client: Any, step: Step) -> Any:
@@ -161,24 +181,18 @@ def _run_sync(client: Any, step: Step) -> Any:
         try:
             return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
         except redis.exceptions.NoScriptError:
-            client.script_load(step.script.source)
-            return client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+            return client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
         return client.execute_command(*step.args)
-    for attempt in (1, 2):
+    with_source = False
+    while True:
         pipe = client.pipeline(transaction=False)
         for call in step.calls:
-            _queue(pipe, call)
+            _queue(pipe, call, with_source)
         replies = pipe.execute(raise_on_error=False)
-        if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-            for script in _scripts_of(step):
-                client.script_load(script.source)
-            continue
-        break
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
+        if with_source or not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            return _replies(step, replies)
+        with_source = True
 
 
 async def _run_async(client: Any, step: Step) -> Any:
@@ -186,76 +200,99 @@ async def _run_async(client: Any, step: Step) -> Any:
         try:
             return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
         except redis.exceptions.NoScriptError:
-            await client.script_load(step.script.source)
-            return await client.evalsha(step.script.sha, len(step.keys), *step.keys, *step.args)
+            return await client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
         return await client.execute_command(*step.args)
-    for attempt in (1, 2):
+    with_source = False
+    while True:
         pipe = client.pipeline(transaction=False)
         for call in step.calls:
-            _queue(pipe, call)
+            _queue(pipe, call, with_source)
         replies = await pipe.execute(raise_on_error=False)
-        if attempt == 1 and any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-            for script in _scripts_of(step):
-                await client.script_load(script.source)
-            continue
-        break
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
+        if with_source or not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            return _replies(step, replies)
+        with_source = True
+
+
+def _replies(step: Batch, replies: list[Any]) -> list[Any]:
+    if not step.errors_as_values:
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
     return replies
+
+
+def _skipped(step: Step, exc: BaseException) -> bool:
+    """A best-effort batch that met an outage: log it; the operation goes on."""
+    if not (isinstance(step, Batch) and step.best_effort and is_outage(exc)):
+        return False
+    logger.warning(
+        "session store: %d follow-up write(s) skipped, Redis unavailable for them: %s: %s",
+        len(step.calls),
+        type(exc).__name__,
+        str(exc)[:300],
+    )
+    return True
 
 
 def run(operation: Operation[R]) -> R:
     """Drive an operation against the sync client."""
-    client = get_client()
     try:
+        client = get_client()  # a Cluster client connects as it is made
         step = next(operation)
         while True:
             try:
                 reply = _run_sync(client, step)
             except redis.exceptions.ResponseError as exc:
-                if isinstance(exc, UNAVAILABLE_ERRORS):
+                if is_outage(exc):
+                    if _skipped(step, exc):
+                        step = operation.send(None)
+                        continue
                     raise
                 # The operation may know what this error means (WRONGTYPE on
                 # a corrupted key); if it does not, it re-raises.
                 step = operation.throw(exc)
+            except Exception as exc:
+                if not _skipped(step, exc):
+                    raise
+                step = operation.send(None)
             else:
                 step = operation.send(reply)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-    except UNAVAILABLE_ERRORS as exc:
-        raise _unavailable(exc) from exc
-    except redis.exceptions.RedisClusterException as exc:
-        if not cluster_unreachable(exc):
-            raise
-        raise _unavailable(exc) from exc
+    except Exception as exc:
+        if is_outage(exc):
+            raise _unavailable(exc) from exc
+        raise
 
 
 async def arun(operation: Operation[R]) -> R:
     """Drive an operation against the async client of the running loop."""
-    client = await get_async_client()
     try:
+        client = await get_async_client()
         step = next(operation)
         while True:
             try:
                 reply = await _run_async(client, step)
             except redis.exceptions.ResponseError as exc:
-                if isinstance(exc, UNAVAILABLE_ERRORS):
+                if is_outage(exc):
+                    if _skipped(step, exc):
+                        step = operation.send(None)
+                        continue
                     raise
-                # The operation may know what this error means (WRONGTYPE on
-                # a corrupted key); if it does not, it re-raises.
                 step = operation.throw(exc)
+            except Exception as exc:
+                if not _skipped(step, exc):
+                    raise
+                step = operation.send(None)
             else:
                 step = operation.send(reply)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-    except UNAVAILABLE_ERRORS as exc:
-        raise _unavailable(exc) from exc
-    except redis.exceptions.RedisClusterException as exc:
-        if not cluster_unreachable(exc):
-            raise
-        raise _unavailable(exc) from exc
+    except Exception as exc:
+        if is_outage(exc):
+            raise _unavailable(exc) from exc
+        raise
 
 
 # --- records -----------------------------------------------------------------
@@ -273,8 +310,8 @@ class Record:
     user: str | None = None
     bucket: int | None = None
     attributes: dict[str, bytes] = field(default_factory=dict)
-    # Not stored: the "accessed" a load replaced (None when not from a load).
-    previous_access: int | None = None
+    # When session_ng's middleware last sent this session's cookie (epoch ms).
+    renewed: int | None = None
 
 
 class Corrupt:
@@ -295,7 +332,15 @@ def _log_corrupt(session_key: str, what: str) -> None:
     )
 
 
-_META_FIELDS = (b"created", b"accessed", b"max_inactive", b"expires_at", b"user", b"bucket")
+_META_FIELDS = (
+    b"created",
+    b"accessed",
+    b"max_inactive",
+    b"expires_at",
+    b"user",
+    b"bucket",
+    b"renewed",
+)
 _ATTR_PREFIX = ATTR_PREFIX.encode()
 
 
@@ -331,6 +376,7 @@ def parse_record(
             int(meta[b"max_inactive"]),  # type: ignore[arg-type]
         )
         expires_at, bucket, user = meta[b"expires_at"], meta[b"bucket"], meta[b"user"]
+        renewed = meta[b"renewed"]
         return Record(
             session_key=session_key,
             created=created,
@@ -340,6 +386,7 @@ def parse_record(
             user=user.decode() if user else None,
             bucket=int(bucket) if bucket else None,
             attributes=attributes,
+            renewed=int(renewed) if renewed else None,
         )
     except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
         _log_corrupt(session_key, "unreadable metadata")
@@ -384,19 +431,23 @@ def load(
     if status == b"corrupt":
         _log_corrupt(session_key, "unreadable metadata")
         return CORRUPT, alive
-    record = parse_record(session_key, fields)
-    if isinstance(record, Record) and len(reply) > 2:
-        record.previous_access = int(reply[2])
-    return record, alive
+    return parse_record(session_key, fields), alive
 
 
 def touch(ns: str, session_key: str, now: int) -> Operation[bool]:
-    """Slide a session's idle timer without reading its data; False if it ended."""
-    alive = yield Eval(
-        TOUCH,
-        (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
-        (now, GRACE_MS),
-    )
+    """Slide a session's idle timer without reading its data; False if it ended
+    (or its keys are corrupt: it is treated as absent, as a load would)."""
+    try:
+        alive = yield Eval(
+            TOUCH,
+            (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
+            (now, GRACE_MS),
+        )
+    except redis.exceptions.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        _log_corrupt(session_key, "a key of the wrong type")
+        return False
     return bool(alive)
 
 
@@ -409,9 +460,18 @@ def touch_many(ns: str, session_keys: Sequence[str], now: int) -> Operation[list
         [
             Eval(TOUCH, (keys.session_hash(ns, key), keys.session_shadow(ns, key)), (now, GRACE_MS))
             for key in session_keys
-        ]
+        ],
+        errors_as_values=True,
     )
-    return [bool(alive) for alive in replies]
+    alive = []
+    for key, reply in zip(session_keys, replies, strict=True):
+        if isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply):
+            _log_corrupt(key, "a key of the wrong type")  # that session only
+            reply = 0
+        elif isinstance(reply, Exception):
+            raise reply
+        alive.append(bool(reply))
+    return alive
 
 
 def exists(ns: str, session_key: str) -> Operation[bool]:
@@ -492,6 +552,8 @@ class SavePlan:
     # This save changed the expiry (set_expiry), rather than carrying the
     # values it loaded; only then may it overwrite what is stored.
     sets_expiry: bool = True
+    # The middleware sends the cookie with this response: when (epoch ms).
+    renewed: int | None = None
 
 
 def bucket_minute(expiry_ms: int) -> int:
@@ -553,10 +615,12 @@ def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Ev
         plan.replaces or "",
         "1" if plan.sets_expiry else "0",
         BUCKET_KEEP_MS,
-        len(plan.to_set),
+        len(plan.to_set) + (plan.renewed is not None),
     ]
     for name, value in plan.to_set.items():
         args += [ATTR_PREFIX + name, value]
+    if plan.renewed is not None:
+        args += ["renewed", plan.renewed]  # metadata: written as it is
     args.append(len(plan.to_delete))
     args += [ATTR_PREFIX + name for name in plan.to_delete]
     return Eval(
@@ -612,7 +676,9 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
         index = keys.user_index(ns, plan.user)
         follow_up.append(Eval(INDEX_ADD, (index,), (plan.session_key, life, GRACE_MS)))
     if follow_up:
-        yield Batch(follow_up)
+        # The session is saved: a node of a bucket or an index being down
+        # must not turn that into an error (see the docstring).
+        yield Batch(follow_up, best_effort=True)
     return "ok"
 
 
@@ -659,7 +725,9 @@ def delete(
     for minute in sorted(b for b in buckets if b is not None and b != done_bucket):
         fix_up.append(Command(("SREM", keys.expiration_bucket(ns, minute), session_key)))
     if fix_up:
-        yield Batch(fix_up)
+        # The session is gone and its end claimed: a stale bucket or index
+        # entry is dropped when it is next read.
+        yield Batch(fix_up, best_effort=True)
     # Not claimed: it was not alive any more, or its end was claimed (and is
     # reported) by someone else.
     return Ended(session_key, record) if claimed else None

@@ -153,3 +153,103 @@ def test_a_primary_failing_over_costs_only_the_requests_in_flight(
     assert sorted(e["session_key"] for e in found if e["kind"] == "expired") == sorted(
         s.session_key for s in later
     )
+
+
+@pytest.fixture
+def bare_cluster(settings: Any) -> Iterator[RedisClusterSet]:
+    """A cluster of its own (no replicas) for tests that kill nodes for good."""
+    with RedisClusterSet(primaries=3) as running:
+        settings.SESSION_NG = {"REDIS_URL": running.url, "CLUSTER": True}
+        yield running
+
+
+def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
+    bare_cluster: RedisClusterSet, caplog: pytest.LogCaptureFixture
+) -> None:
+    from session_ng import repository
+    from session_ng.backends.redis import new_session_key, now_ms
+    from testproject.redis_topologies import kill
+
+    age_ms = 1_209_600_000
+    # Not within 3 s of the minute the save files the session under turning.
+    while (now_ms() + age_ms) % 60_000 > 57_000:
+        time.sleep(0.5)
+    minute = repository.bucket_minute(now_ms() + age_ms)
+    client = RedisCluster.from_url(bare_cluster.url)
+    try:
+        bucket_port = client.get_node_from_key(keys.expiration_bucket(NS, minute)).port
+        key = next(
+            k
+            for k in (new_session_key() for _ in range(1000))
+            if client.get_node_from_key(keys.session_hash(NS, k)).port != bucket_port
+        )
+    finally:
+        client.close()
+    kill(next(n for n in bare_cluster.primaries() if n.port == bucket_port))
+    s = SessionStore()
+    s["cart"] = [1]
+    s._session_key = key
+    s.save(must_create=True)  # its own slot is healthy: saved, no error
+    assert s.session_key == key
+    assert SessionStore(key).load() == {"cart": [1]}
+    assert "follow-up write(s) skipped, Redis unavailable" in caplog.text
+
+
+def test_the_worker_waits_out_a_cluster_that_is_all_down(bare_cluster: RedisClusterSet) -> None:
+    import threading
+
+    from session_ng.events import Worker
+    from testproject.redis_topologies import kill
+
+    worker = Worker(sweep_interval=0.2, lock_ttl=1.0)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            worker.run(stop)
+        except BaseException as exc:  # what would kill the process
+            failure.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        for node in bare_cluster.primaries():
+            kill(node)
+        time.sleep(3.0)  # retrying with growing delays, not dead
+        assert thread.is_alive()
+        assert failure == []
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+    assert not thread.is_alive()
+    assert failure == []
+
+
+def test_the_deploy_check_probes_every_primary(on_cluster: RedisCluster) -> None:
+    from session_ng.events import probe_now
+
+    for node in on_cluster.get_primaries():
+        node.redis_connection.config_set("notify-keyspace-events", "")
+    assert probe_now() == ["expired", "del"]
+    for node in on_cluster.get_primaries():
+        node.redis_connection.config_set("notify-keyspace-events", "Egx")
+    assert probe_now() == []
+
+
+def test_async_clients_on_a_cluster_close_cleanly(
+    on_cluster: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+
+    s = SessionStore()
+    s["n"] = 1
+    s.save()
+
+    async def read() -> dict[str, Any]:
+        return await SessionStore(s.session_key).aload()
+
+    for _ in range(2):  # each asyncio.run() closes its loop's clients at shutdown
+        assert asyncio.run(read()) == {"n": 1}
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []

@@ -1,10 +1,11 @@
 """When session_ng's middleware sends the cookie again.
 
 A session that changed always gets its cookie. A request that only read it
-renews the cookie once per renewal period (1% of the idle timeout, at least
-a second), counted from the session's creation: often enough that the cookie
-never runs out more than one period before the idle timer, rarely enough that
-most read-only responses carry no Set-Cookie (cheaper, and cacheable).
+renews the cookie when it was last sent a renewal period ago or more (1% of
+the idle timeout, at least a second; the time is the hash's ``renewed``
+field): often enough that the cookie never runs out more than one period
+before the idle timer, rarely enough that most read-only responses carry no
+Set-Cookie (cheaper, and cacheable).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ def started(client: Client, r: redis.Redis) -> str:
 
 
 def age_session(r: redis.Redis, key: str, seconds: int) -> None:
-    """As if the session had been created, and last used, ``seconds`` ago."""
+    """As if the cookie had last been sent ``seconds`` ago."""
     hash_key = keys.session_hash(NS, key)
-    created = int(r.hget(hash_key, "created") or 0) - seconds * 1000
-    r.hset(hash_key, mapping={"created": created, "accessed": created})
+    renewed = int(r.hget(hash_key, "renewed") or 0)
+    assert renewed > 0  # written by the save of the response that sent it
+    r.hset(hash_key, "renewed", renewed - seconds * 1000)
 
 
 def test_reads_within_one_period_send_no_cookie(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
@@ -48,12 +50,35 @@ def test_the_first_read_of_a_new_period_renews(settings, r: redis.Redis) -> None
     settings.SESSION_COOKIE_AGE = AGE
     client = Client()
     key = started(client, r)
-    age_session(r, key, seconds=25)  # created 25 s ago, last used then: period 0
-    response = client.get("/api/session/")  # now in period 2
+    age_session(r, key, seconds=25)  # sent 25 s ago: 2.5 periods
+    response = client.get("/api/session/")
     morsel = response.cookies["sessionid"]
     assert (morsel.value, morsel["max-age"]) == (key, AGE)
-    # The next read is in the same period as this one.
+    # That response recorded itself: the next read is within the period.
     assert "sessionid" not in client.get("/api/session/").cookies
+
+
+def test_reads_that_do_not_slide_the_timer_still_renew(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_COOKIE_AGE = AGE
+    settings.SESSION_NG = {**settings.SESSION_NG, "REFRESH_ON_ACCESS": False}
+    client = Client()
+    key = started(client, r)
+    assert "sessionid" not in client.get("/api/session/").cookies
+    age_session(r, key, seconds=11)
+    assert client.get("/api/session/").cookies["sessionid"].value == key
+
+
+async def test_websocket_touches_do_not_stand_in_for_a_renewal(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    from session_ng import repository
+    from session_ng.backends.redis import now_ms
+
+    settings.SESSION_COOKIE_AGE = AGE
+    client = AsyncClient()
+    key = (await client.post("/api/session/", {"theme": "dark"})).cookies["sessionid"].value
+    age_session(r, key, seconds=11)
+    # A chat's messages slide the timer (and "accessed") without any cookie.
+    await repository.arun(repository.touch(NS, key, now_ms()))
+    assert (await client.get("/api/session/")).cookies["sessionid"].value == key
 
 
 def test_a_change_always_renews(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from typing import ClassVar
 
 import pytest
 import redis
@@ -87,8 +88,21 @@ async def test_async_reads_catch_in_place_changes_too(r: redis.Redis) -> None:
     assert stored(r, s.session_key)[b"attr:seen"] == b"[1]"
 
 
+@pytest.mark.parametrize("midway", ["save", "cycle_key"])
+def test_a_value_changed_in_place_after_a_save_in_the_same_request_is_kept(
+    r: redis.Redis, midway: str
+) -> None:
+    s = SessionStore()
+    cart: list[int] = []
+    s["cart"] = cart
+    getattr(s, midway)()  # as login() does with cycle_key()
+    cart.append(1)  # the view still holds the list it set
+    s.save()  # what the middleware does at the end of the request
+    assert stored(r, s.session_key)[b"attr:cart"] == b"[1]"
+
+
 class CountingSerializer:
-    dumped: list[object] = []
+    dumped: ClassVar[list[object]] = []
 
     def dumps(self, obj: object) -> bytes:
         CountingSerializer.dumped.append(obj)

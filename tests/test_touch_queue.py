@@ -16,8 +16,8 @@ from testproject.redis_server import free_port
 
 @pytest.fixture(autouse=True)
 async def _script_loaded() -> None:
-    # The first touch on a fresh server loads touch.lua (NOSCRIPT, SCRIPT LOAD,
-    # EVALSHA); the counts below are those of a server that has it.
+    # The first touch on a fresh server sends touch.lua itself (NOSCRIPT, then
+    # EVAL); the counts below are those of a server that has it.
     await queue().touch("z" * 32)
 
 
@@ -102,3 +102,13 @@ async def test_a_cancelled_sender_does_not_strand_the_others(redis_server) -> No
     assert await asyncio.gather(*others) == [True, True]
     assert await blocker == 1
     busy.close()
+
+
+async def test_a_corrupt_session_fails_only_itself_in_a_batch(r: redis.Redis) -> None:
+    good = [await new_session() for _ in range(3)]
+    bad = "c" * 32
+    r.set(keys.session_hash("session_ng", bad), "not a hash")
+    r.set(keys.session_shadow("session_ng", bad), "")
+    touches = TouchQueue()
+    results = await asyncio.gather(*(touches.touch(k) for k in [good[0], bad, *good[1:]]))
+    assert results == [True, False, True, True]

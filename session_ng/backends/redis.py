@@ -110,6 +110,11 @@ class SessionStore(SessionBase):
         # serialized again at save to find out (see _plan).
         self._exposed: set[str] = set()
         self._exposed_all = False
+        self._dumped_mutable: set[str] = set()
+        # Set by session_ng's middleware when its response sends the cookie:
+        # the next save records it (hash field "renewed"), the baseline of
+        # its renewal rule.
+        self.cookie_renewed_at: int | None = None
 
     # --- reads that hand out values ---------------------------------------------
 
@@ -357,6 +362,7 @@ class SessionStore(SessionBase):
         loaded = self._loaded_values
         current: dict[str, bytes] = {}
         exposed, exposed_all = self._exposed, self._exposed_all
+        dumped_mutable: set[str] = set()
         for name, value in data.items():
             if (
                 name in known
@@ -370,6 +376,11 @@ class SessionStore(SessionBase):
                 current[name] = known[name]
             else:
                 current[name] = _as_bytes(serializer.dumps(value))
+                if type(value) not in IMMUTABLE_TYPES:
+                    dumped_mutable.add(name)
+        # The caller may still hold these (it set them, or was handed them):
+        # after this save they must keep being compared (see _finish).
+        self._dumped_mutable = dumped_mutable
         if baseline is None:
             to_set, to_delete = current, []
         else:
@@ -386,6 +397,7 @@ class SessionStore(SessionBase):
             and not to_delete
             and (max_inactive, expires_at) == (baseline.max_inactive, baseline.expires_at)
             and conf.refresh_on_access
+            and self.cookie_renewed_at is None
         ):
             # Nothing to write, and the load already slid the idle timer.
             return None
@@ -414,6 +426,7 @@ class SessionStore(SessionBase):
             sets_expiry=(
                 baseline is None or EXPIRY_KEY in to_set or EXPIRY_KEY in to_delete or create
             ),
+            renewed=self.cookie_renewed_at,
         )
 
     def _finish(self, plan: SavePlan, status: str) -> None:
@@ -435,11 +448,15 @@ class SessionStore(SessionBase):
         record.expires_at = plan.expires_at
         record.user = plan.user
         record.bucket = plan.bucket
+        if plan.renewed is not None:
+            record.renewed = plan.renewed
+            self.cookie_renewed_at = None
         record.attributes = {**record.attributes, **plan.to_set}
         for name in plan.to_delete:
             record.attributes.pop(name, None)
         self._record = record
         self._loaded_values = dict(self._session_cache)
+        self._exposed |= self._dumped_mutable
 
     def _expiry_fields(self, data: dict[str, Any]) -> tuple[int, int | None]:
         """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""

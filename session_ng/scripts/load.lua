@@ -6,20 +6,18 @@
 -- Returns nil when the session does not exist or has expired (its hash may
 -- still be in the grace period, kept for the expired event), {"corrupt", fields}
 -- when the metadata cannot be read (nothing is written then), else
--- {"ok", fields, previous} with fields as HGETALL gives them, "accessed"
--- already updated, and previous the "accessed" it replaced (for the
--- middleware's cookie renewal).
+-- {"ok", fields} with fields as HGETALL gives them, "accessed" already updated.
 -- Never creates anything: a load of an unknown key writes no key.
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return nil end
 if redis.call('EXISTS', KEYS[2]) == 0 then return nil end
 
 local now = tonumber(ARGV[1])
-local accessed, max_inactive, expires_at, created, accessed_at, previous
+local accessed, max_inactive, expires_at, created, accessed_at
 local malformed = false
 for i = 1, #fields, 2 do
   local name, value = fields[i], fields[i + 1]
-  if name == 'accessed' then accessed = tonumber(value); accessed_at = i + 1; previous = value
+  if name == 'accessed' then accessed = tonumber(value); accessed_at = i + 1
   elseif name == 'max_inactive' then max_inactive = tonumber(value)
   elseif name == 'created' then created = tonumber(value)
   elseif name == 'expires_at' or name == 'bucket' then
@@ -50,4 +48,4 @@ if ARGV[2] == '1' then
     redis.call('PEXPIRE', KEYS[1], life + tonumber(ARGV[3]))
   end
 end
-return {'ok', fields, previous}
+return {'ok', fields}
