@@ -232,3 +232,41 @@ async def test_a_delete_in_another_process_closes_the_socket(
     assert json.loads(await other.recv())["text"] == "still here"
     await other.close()
     assert isinstance(other.close_code, int)
+
+
+def test_the_chat_page_in_two_tabs_of_a_real_browser(site: Site) -> None:
+    """The demo's promise, in Chromium: chat in one tab, sign out in the other,
+    and the chat says the session ended."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.test_browser import CHROMIUM_FLAGS, chromium_path
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            context = browser.new_context()  # one profile: both tabs share the cookie
+            chat = context.new_page()
+            chat.goto(site.http + "/login/")
+            chat.get_by_label("Username").fill("alice")
+            chat.get_by_label("Password").fill("alice-password")
+            chat.get_by_role("button", name="Sign in").click()
+            expect(chat.locator("#who")).to_have_text("alice")
+            chat.goto(site.http + "/chat/")
+            expect(chat.locator("#status")).to_have_text("connected")
+            chat.locator("#text").fill("hello from a tab")
+            chat.locator("#send").click()
+            expect(chat.locator("#messages li")).to_have_text(["alice: hello from a tab"])
+
+            other_tab = context.new_page()
+            other_tab.goto(site.http + "/")
+            other_tab.locator("#logout").click()
+            expect(other_tab.locator("#who")).to_have_text("not signed in")
+
+            expect(chat.locator("#status")).to_have_text(
+                "closed: your session ended (code 4008)", timeout=5000
+            )
+            expect(chat.locator("#send")).to_be_disabled()
+        finally:
+            browser.close()
