@@ -72,6 +72,10 @@ class SessionMiddleware:
         return await self.inner(dict(scope, session=store, session_alias=alias), receive, send)
 
 
+async def _nothing() -> None:
+    return None
+
+
 def _refusable(code: int) -> bool:
     """A code some servers refuse from applications (daphne: all but 1000, 3000-4999)."""
     return code != 1000 and not 3000 <= code <= 4999
@@ -130,6 +134,7 @@ class SessionRefreshMixin:
         # discards them.
         group = self._session_ng_group()
         self._session_ng_joined = group
+        self._session_ng_key = getattr(self.scope.get("session"), "session_key", None)
         if group is not None:
             self.groups = [*(self.groups or []), group]
         return super().websocket_connect(message)  # type: ignore[misc]
@@ -155,29 +160,54 @@ class SessionRefreshMixin:
         new key, so the socket moves to the new key's group instead.
         """
         joined = getattr(self, "_session_ng_joined", None)
+        ended = message.get("group")
+        if ended is not None and ended != joined:
+            # The end of a key this socket has moved away from: nothing to do
+            # (an async consumer's handler must still return an awaitable).
+            return None if isinstance(self, SyncConsumer) else _nothing()
         current = self._session_ng_group()
         if current is not None and current != joined:
             return self._session_ng_move(joined, current)
         return self._session_ng_close()
 
+    def _session_ng_followed(self) -> tuple[str | None, str] | None:
+        """(old group, new group) when the socket's session key changed since
+        it joined (it logged in over itself), else None. Cheap: compares keys."""
+        key = getattr(self.scope.get("session"), "session_key", None)
+        if key is None or key == getattr(self, "_session_ng_key", None):
+            return None
+        self._session_ng_key = key
+        new = self._session_ng_group()
+        joined = getattr(self, "_session_ng_joined", None)
+        if new is None or new == joined:
+            return None
+        return joined, new
+
     def _session_ng_move(self, old: str | None, new: str) -> Any:
-        self._session_ng_joined = new
-        self.groups = [g for g in (self.groups or []) if g != old] + [new]
-        layer = self.channel_layer  # type: ignore[attr-defined]
+        """Leave the old key's group for the new key's."""
         if not isinstance(self, SyncConsumer):
             return self._session_ng_amove(old, new)
         from asgiref.sync import async_to_sync
 
+        self._session_ng_moved(old, new)
+        layer = self.channel_layer
         if old is not None:
             async_to_sync(layer.group_discard)(old, self.channel_name)
         async_to_sync(layer.group_add)(new, self.channel_name)
         return None
 
     async def _session_ng_amove(self, old: str | None, new: str) -> None:
+        self._session_ng_moved(old, new)
         layer = self.channel_layer  # type: ignore[attr-defined]
         if old is not None:
             await layer.group_discard(old, self.channel_name)  # type: ignore[attr-defined]
         await layer.group_add(new, self.channel_name)  # type: ignore[attr-defined]
+
+    def _session_ng_moved(self, old: str | None, new: str) -> None:
+        self._session_ng_joined = new
+        self._session_ng_key = getattr(self.scope.get("session"), "session_key", None)
+        # Channels' websocket_disconnect discards these.
+        self.groups = [g for g in (self.groups or []) if g != old] + [new]
 
     def _session_ng_close(self) -> Any:
         """Close with WEBSOCKET_CLOSE_CODE, or its stand-in if the server refuses it."""
@@ -209,7 +239,12 @@ class SessionRefreshMixin:
             alive = repository.run(repository.touch(conf.namespace, key, now_ms()))
             if not alive:
                 return self._session_ng_close()
-        return super().websocket_receive(message)  # type: ignore[misc]
+        super().websocket_receive(message)  # type: ignore[misc]
+        # The handler may have logged in over the socket (a new key): follow it.
+        moved = self._session_ng_followed()
+        if moved is not None:
+            self._session_ng_move(*moved)
+        return None
 
     async def _session_ng_areceive(self, message: dict[str, Any]) -> None:
         key = self._session_ng_due()
@@ -219,6 +254,9 @@ class SessionRefreshMixin:
                 await self._session_ng_aclose(int(conf.WEBSOCKET_CLOSE_CODE))
                 return
         await super().websocket_receive(message)  # type: ignore[misc]
+        moved = self._session_ng_followed()
+        if moved is not None:
+            await self._session_ng_amove(*moved)
 
     def _session_ng_due(self) -> str | None:
         """The key to refresh now, or None (no session, or refreshed recently)."""

@@ -72,8 +72,11 @@ async def close_sockets(session_key: str, reason: str) -> None:
         layer = get_channel_layer()
         if layer is None:
             return
-        message = {"type": END_MESSAGE, "reason": reason}
-        await asyncio.wait_for(layer.group_send(group_name(session_key), message), SEND_TIMEOUT)
+        group = group_name(session_key)
+        # The group goes with the message: a socket that has moved on to a new
+        # key (it logged in over itself) ignores the end of its old one.
+        message = {"type": END_MESSAGE, "reason": reason, "group": group}
+        await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
     except Exception:
         logger.exception("could not tell the sockets of session %s… to close", session_key[:6])
 

@@ -457,3 +457,61 @@ async def test_a_hanging_channel_layer_delays_a_logout_by_at_most_the_timeout(
     assert time.monotonic() - started < 1.0
     assert await SessionStore().aexists(key) is False
     assert "could not tell the sockets of session" in caplog.text
+
+
+class SignsInAnonymously(SessionRefreshMixin, AsyncWebsocketConsumer):
+    """An anonymous socket whose user signs in over it: its session is new."""
+
+    async def connect(self) -> None:
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        session = self.scope["session"]
+        if text_data == "login":
+            await session.acycle_key()  # no key yet: Django's way makes a new session
+            await session.aset("_auth_user_id", "8")
+            await session.asave()
+            await self.send(text_data=session.session_key)
+        else:
+            await self.send(text_data=f"{session.get('_auth_user_id')}:{text_data}")
+
+
+async def test_an_anonymous_socket_that_signs_in_joins_its_new_sessions_group() -> None:
+    comm = communicator(SignsInAnonymously, None)
+    await comm.connect()
+    await comm.send_to(text_data="login")
+    key = await comm.receive_from()
+    assert await comm.receive_nothing() is True
+    await comm.send_to(text_data="hi")
+    assert await comm.receive_from() == "8:hi"
+    await SessionStore(key).adelete()  # signed out elsewhere: closed at once
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+class SyncLogsInOverTheSocket(SessionRefreshMixin, WebsocketConsumer):
+    def connect(self) -> None:
+        self.accept()
+
+    def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        session = self.scope["session"]
+        if text_data == "login":
+            session.cycle_key()
+            session["_auth_user_id"] = "9"
+            session.save()
+            self.send(text_data=session.session_key)
+        else:
+            self.send(text_data=f"{session.get('name')}:{text_data}")
+
+
+async def test_a_sync_consumer_follows_its_own_login_too() -> None:
+    key = await make_session(name="uma")
+    comm = communicator(SyncLogsInOverTheSocket, key)
+    await comm.connect()
+    await comm.send_to(text_data="login")
+    new_key = await comm.receive_from()
+    assert new_key != key
+    assert await comm.receive_nothing() is True
+    await comm.send_to(text_data="hi")
+    assert await comm.receive_from() == "uma:hi"
+    await SessionStore(new_key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
