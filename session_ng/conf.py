@@ -86,7 +86,13 @@ class Settings:
             namespace=str(self.NAMESPACE),
             refresh_on_access=bool(self.REFRESH_ON_ACCESS),
             cluster=bool(self.CLUSTER),
-            client_key=(self.REDIS_URL, alias, cache_conf, bool(self.CLUSTER), self.SOCKET_TIMEOUT),
+            client_key=(
+                tuple(url) if isinstance(url := self.REDIS_URL, list) else url,
+                alias,
+                cache_conf,
+                bool(self.CLUSTER),
+                self.SOCKET_TIMEOUT,
+            ),
             id_resolvers=tuple(str(r) for r in self.ID_RESOLVERS or ()),
             header_name=str(self.HEADER_NAME),
             header_meta_key="HTTP_" + str(self.HEADER_NAME).upper().replace("-", "_"),
@@ -135,12 +141,14 @@ class Settings:
                     "For example SESSION_NG = {'REDIS_URL': 'redis://127.0.0.1:6379/0'}.",
                 )
             )
-        if url and (not isinstance(url, str) or not url.startswith(REDIS_URL_SCHEMES)):
+        # A Cluster may be given several startup nodes: a list of URLs.
+        urls = list(url) if self.CLUSTER and isinstance(url, list | tuple) else [url]
+        if url and not all(isinstance(u, str) and u.startswith(REDIS_URL_SCHEMES) for u in urls):
             found.append(
                 Problem(
                     "session_ng.E004",
-                    f"SESSION_NG['REDIS_URL'] must be a redis://, rediss:// or unix:// URL, "
-                    f"not {url!r}.",
+                    f"SESSION_NG['REDIS_URL'] must be a redis://, rediss:// or unix:// URL "
+                    f"(or, with CLUSTER, a list of them), not {url!r}.",
                 )
             )
         if alias:

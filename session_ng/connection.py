@@ -79,13 +79,17 @@ def get_client() -> Any:
         client = _sync_clients.get(key)
         if client is None:
             _check_settings()
-            url = str(conf.REDIS_URL)
             if conf.CLUSTER:
-                from redis.cluster import RedisCluster
+                from redis.cluster import ClusterNode, RedisCluster
 
-                client = RedisCluster.from_url(url, **_url_options(sync=True))
+                url, others = _cluster_urls()
+                client = RedisCluster.from_url(
+                    url,
+                    startup_nodes=[ClusterNode(host, port) for host, port in others],  # type: ignore[no-untyped-call]
+                    **_url_options(sync=True),
+                )
             else:
-                client = redis.Redis.from_url(url, **_url_options(sync=True))
+                client = redis.Redis.from_url(str(conf.REDIS_URL), **_url_options(sync=True))
             _sync_clients[key] = client
     return client
 
@@ -155,13 +159,33 @@ async def get_async_client() -> Any:
 def _build_async_client() -> Any:
     if conf.CACHE_ALIAS:
         return _async_client_for_cache(str(conf.CACHE_ALIAS))
-    url = str(conf.REDIS_URL)
     if conf.CLUSTER:
+        from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
         from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
-        options = _url_options(sync=False)
-        return AsyncRedisCluster.from_url(url, **options)
-    return redis.asyncio.Redis.from_url(url, **_url_options(sync=False))
+        url, others = _cluster_urls()
+        return AsyncRedisCluster.from_url(
+            url,
+            startup_nodes=[AsyncClusterNode(host, port) for host, port in others],
+            **_url_options(sync=False),
+        )
+    return redis.asyncio.Redis.from_url(str(conf.REDIS_URL), **_url_options(sync=False))
+
+
+def _cluster_urls() -> tuple[str, list[tuple[str, int]]]:
+    """REDIS_URL for a Cluster: the URL the client is built from (its
+    credentials and TLS apply to every node), and the other startup nodes.
+
+    Any one startup node that answers is enough for the client to learn the
+    whole cluster, so a list keeps a process able to start while one is down.
+    """
+    configured = conf.REDIS_URL
+    urls = [str(u) for u in configured] if isinstance(configured, list | tuple) else [configured]
+    others = []
+    for other in urls[1:]:
+        parts = urlsplit(other)
+        others.append((parts.hostname or "127.0.0.1", parts.port or 6379))
+    return str(urls[0]), others
 
 
 def _async_client_for_cache(alias: str) -> Any:

@@ -62,6 +62,16 @@ def test_cluster_with_a_url_is_accepted(settings) -> None:  # type: ignore[no-un
     assert check_settings() == []
 
 
+def test_e004_a_list_of_urls_only_for_a_cluster(settings) -> None:  # type: ignore[no-untyped-def]
+    nodes = ["redis://10.0.0.1:7000/0", "redis://10.0.0.2:7000/0"]
+    settings.SESSION_NG = {"REDIS_URL": nodes, "CLUSTER": True}
+    assert check_settings() == []
+    settings.SESSION_NG = {"REDIS_URL": nodes}
+    assert [m.id for m in check_settings()] == ["session_ng.E004"]
+    settings.SESSION_NG = {"REDIS_URL": [nodes[0], "http://nope"], "CLUSTER": True}
+    assert [m.id for m in check_settings()] == ["session_ng.E004"]
+
+
 def test_w001_when_the_engine_is_not_session_ng(settings) -> None:  # type: ignore[no-untyped-def]
     settings.SESSION_NG = REDIS
     settings.SESSION_ENGINE = "django.contrib.sessions.backends.db"

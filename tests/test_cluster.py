@@ -256,3 +256,29 @@ def test_async_clients_on_a_cluster_close_cleanly(
     for _ in range(2):  # each asyncio.run() closes its loop's clients at shutdown
         assert asyncio.run(read()) == {"n": 1}
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == []
+
+
+def test_a_list_of_startup_nodes_survives_the_first_being_down(
+    cluster: RedisClusterSet, settings: Any
+) -> None:
+    import asyncio
+
+    # A node that failed over for good (its replica took over) heads the list:
+    # a process starting now finds the cluster through the others.
+    victim = next(p for p in cluster.primaries() if cluster.replicas_of(p))
+    cluster.failover(victim)
+    live = [node.url for node in cluster.primaries()]
+    settings.SESSION_NG = {"REDIS_URL": [victim.url, *live], "CLUSTER": True}
+    s = SessionStore()
+    s["n"] = 1
+    s.save()
+    assert SessionStore(s.session_key).load() == {"n": 1}
+
+    async def read() -> dict[str, Any]:
+        return await SessionStore(s.session_key).aload()
+
+    assert asyncio.run(read()) == {"n": 1}
+    # With the dead node alone, the same process could not have started.
+    settings.SESSION_NG = {"REDIS_URL": victim.url, "CLUSTER": True}
+    with pytest.raises(SessionStoreUnavailable):
+        SessionStore(s.session_key).load()
