@@ -51,12 +51,13 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bench.record import MarkersMissing, check, record
+from bench.tables import grid, package_version
 from testproject.redis_server import RedisServer
 
 if TYPE_CHECKING:
@@ -400,20 +401,6 @@ def fill(size: Size) -> None:
 # --- the report ----------------------------------------------------------------
 
 
-def _grid(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return lines
-
-
 def _micros(size: Size, kind: str) -> float:
     return statistics.median(size.times[kind]) / 1000
 
@@ -452,7 +439,7 @@ def operations_table(sizes: list[Size]) -> list[str]:
                 " / ".join(f"{s.server_micros[kind]:,.0f}" for s in sizes),
             ]
         )
-    return _grid(rows)
+    return grid(rows)
 
 
 def memory_table(sizes: list[Size]) -> list[str]:
@@ -478,22 +465,15 @@ def memory_table(sizes: list[Size]) -> list[str]:
             *(f"{s.fill_seconds:.1f} ({s.sessions / s.fill_seconds:,.0f}/s)" for s in sizes),
         ]
     )
-    return _grid(rows)
-
-
-def _package(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
+    return grid(rows)
 
 
 def environment(client: redis.Redis) -> str:
     server = client.info("server")["redis_version"]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"{now}; Python {platform.python_version()}, Django {_package('Django')}, "
-        f"redis-py {_package('redis')} (hiredis {_package('hiredis')}), "
+        f"{now}; Python {platform.python_version()}, Django {package_version('Django')}, "
+        f"redis-py {package_version('redis')} (hiredis {package_version('hiredis')}), "
         f"redis-server {server}; {os.cpu_count()} CPUs"
     )
 
@@ -519,37 +499,6 @@ def render(sizes: list[Size]) -> str:
 
 
 # --- recording -----------------------------------------------------------------
-
-
-class MarkersMissing(RuntimeError):
-    pass
-
-
-def _marker_lines(lines: list[str]) -> tuple[int, int]:
-    try:
-        start = lines.index(START)
-        return start, lines.index(END, start + 1)
-    except ValueError:
-        raise MarkersMissing(
-            f"{DOC} needs the lines {START!r} and {END!r}; the table goes between them."
-        ) from None
-
-
-def check_doc() -> None:
-    if not DOC.exists():
-        raise MarkersMissing(f"{DOC} does not exist (yet); nothing to record into.")
-    _marker_lines(DOC.read_text(encoding="utf-8").splitlines())
-
-
-def record(text: str) -> None:
-    """Replace the lines between the markers; the rest of the page is kept."""
-    from bench.record import as_literal_block
-
-    check_doc()
-    lines = DOC.read_text(encoding="utf-8").splitlines()
-    start, end = _marker_lines(lines)
-    lines[start + 1 : end] = as_literal_block(text)
-    DOC.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # --- main ----------------------------------------------------------------------
@@ -579,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.no_write:
         try:
-            check_doc()  # before minutes of work, not after
+            check(DOC, START, END)  # before minutes of work, not after
         except MarkersMissing as exc:
             parser.error(f"{exc} Use --no-write to print the table only.")
 
@@ -619,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     progress(f"\nbench.growth took {time.perf_counter() - began:.0f} s")
     if not args.no_write:
         try:
-            record(text)
+            record(text, DOC, START, END)
         except MarkersMissing as exc:
             progress(f"not recorded: {exc}")
             return 1

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 
 import redis
 
 from bench.engines import CACHE, OURS, Engine
 from bench.measure import KINDS, WRITES, EngineFigures
+from bench.tables import grid, package_version
 
 Results = dict[Engine, EngineFigures]
 
@@ -120,25 +120,10 @@ HEADERS = [
 ]
 
 
-def _grid(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for n, row in enumerate(rows):
-        # Text left, figures right, like any table of numbers.
-        cells = [
-            cell.ljust(width) if i == 0 else cell.rjust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if n == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return lines
-
-
 def table(results: Results) -> list[str]:
     reference = results[CACHE]
     rows = [HEADERS, *(_cells(e, f, reference) for e, f in results.items())]
-    lines = _grid(rows)
+    lines = grid(rows)
     notes = [
         f"  {engine.label}: {f.lost_writes.errors} of {WRITES} concurrent requests failed "
         f"({', '.join(f.lost_writes.error_types)}); not counted as lost"
@@ -160,13 +145,6 @@ def targets(results: Results) -> list[str]:
     ]
 
 
-def _package(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def environment(redis_url: str) -> str:
     client = redis.Redis.from_url(redis_url)
     try:
@@ -175,10 +153,10 @@ def environment(redis_url: str) -> str:
         client.close()
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"{now}; Python {platform.python_version()}, Django {_package('Django')}, "
-        f"redis-py {_package('redis')} (hiredis {_package('hiredis')}), "
-        f"django-redis {_package('django-redis')}, "
-        f"django-redis-sessions {_package('django-redis-sessions')}, "
+        f"{now}; Python {platform.python_version()}, Django {package_version('Django')}, "
+        f"redis-py {package_version('redis')} (hiredis {package_version('hiredis')}), "
+        f"django-redis {package_version('django-redis')}, "
+        f"django-redis-sessions {package_version('django-redis-sessions')}, "
         f"redis-server {server}; {os.cpu_count()} CPUs"
     )
 

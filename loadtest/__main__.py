@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(text)
     if not args.no_write:
-        from loadtest.report import DOC, record
+        from bench.record import record
+        from loadtest.report import DOC, END, START
 
-        record(text)
+        record(text, DOC, START, END)
         print(f"\nrecorded in {DOC}", file=sys.stderr)
     return 0
 

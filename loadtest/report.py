@@ -1,15 +1,15 @@
-"""The table of ``make loadtest``, and writing it into docs/benchmarks.rst."""
+"""The table of ``make loadtest`` (``bench.record`` writes it into docs/benchmarks.rst)."""
 
 from __future__ import annotations
 
 import os
 import platform
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import redis
 
+from bench.tables import grid, package_version
 from loadtest.run import Config, Result
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.rst"
@@ -19,15 +19,8 @@ END = ".. loadtest-table-end"
 HEADERS = ("engine", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors", "lost writes")
 
 
-class MarkersMissing(RuntimeError):
-    pass
-
-
 def _package(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "-"
+    return package_version(name, missing="-")
 
 
 def _cpu_model() -> str:
@@ -69,19 +62,7 @@ def _row(result: Result) -> tuple[str, ...]:
 
 
 def table(results: list[Result]) -> list[str]:
-    rows = [HEADERS, *(_row(r) for r in results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
-
-    def line(cells: tuple[str, ...]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join((first, *rest))
-
-    return [
-        line(HEADERS),
-        "  ".join("-" * width for width in widths),
-        *(line(row) for row in rows[1:]),
-    ]
+    return grid([HEADERS, *(_row(r) for r in results)])
 
 
 def details(result: Result) -> str:
@@ -143,23 +124,3 @@ def render(results: list[Result], config: Config, env: str) -> str:
             env,
         ]
     )
-
-
-def as_literal_block(text: str) -> list[str]:
-    # A literal block: no RST markup inside can break the Sphinx build.
-    body = [f"   {line}" if line else "" for line in text.splitlines()]
-    return ["", "::", "", *body, ""]
-
-
-def record(text: str, doc: Path = DOC) -> None:
-    """Replace the lines between the markers (and nothing else) with ``text``."""
-    lines = doc.read_text(encoding="utf-8").splitlines()
-    try:
-        start = lines.index(START)
-        end = lines.index(END, start + 1)
-    except ValueError:
-        raise MarkersMissing(
-            f"{doc} needs the lines {START!r} and {END!r}; the table goes between them."
-        ) from None
-    lines[start + 1 : end] = as_literal_block(text)
-    doc.write_text("\n".join(lines) + "\n", encoding="utf-8")
