@@ -56,15 +56,19 @@ def channels(db: int) -> tuple[str, str]:
 
 
 def probe(
-    pubsub: Any, db: int, timeout: float = 2.0, on_other: Callable[[Any], None] | None = None
+    pubsub: Any,
+    db: int,
+    timeout: float = 2.0,
+    on_other: Callable[[Any], None] | None = None,
+    token: str | None = None,
 ) -> list[str]:
     """Which of the needed keyevents ("expired", "del") Redis does not send.
 
     ``pubsub`` must be subscribed to ``channels(db)``; the probe's own
     messages are consumed here, any other is handed to ``on_other``.
     """
-    token = uuid.uuid4().hex
     ns = conf.namespace
+    token = token or uuid.uuid4().hex
     repository.run(repository.probe_notifications(ns, token))
     expected = {
         "expired": keys.notification_probe(ns, token + ":x"),
@@ -85,10 +89,10 @@ def probe(
 
 
 def probe_node(client: Any, node: Any, timeout: float = 2.0) -> list[str]:
-    """The probe on one Cluster primary, with probe keys of its own slots
-    (each node publishes the events of its own keys only)."""
+    """The probe on one Cluster primary: its own pub/sub connection, and probe
+    keys in its own slots (each node publishes the events of its own keys
+    only; the Cluster client routes the probe's writes there by key)."""
     ns = conf.namespace
-    token = ""
     for _ in range(10_000):
         token = uuid.uuid4().hex
         probe_keys = [keys.notification_probe(ns, token + s) for s in (":x", ":d")]
@@ -96,27 +100,10 @@ def probe_node(client: Any, node: Any, timeout: float = 2.0) -> list[str]:
             break
     else:  # pragma: no cover - 16384 slots, a third of them this node's
         return []
-    connection = node.redis_connection
-    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    pubsub = node.redis_connection.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(*channels(0))
-        expiring, deleted = probe_keys
-        connection.set(expiring, "", px=1)
-        connection.set(deleted, "")
-        connection.delete(deleted)
-        time.sleep(0.005)
-        connection.exists(expiring)  # expires it now, if it has not been yet
-        expected = {"expired": expiring, "del": deleted}
-        seen: set[str] = set()
-        deadline = time.monotonic() + timeout
-        while len(seen) < len(expected) and time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.1)
-            if message is None:
-                continue
-            event = message["channel"].decode().rsplit(":", 1)[-1]
-            if expected.get(event) == message["data"].decode():
-                seen.add(event)
-        return [event for event in expected if event not in seen]
+        return probe(pubsub, 0, timeout, token=token)
     finally:
         pubsub.close()
 
