@@ -257,7 +257,32 @@ def cluster_info(port: int) -> dict[str, str]:
     return _key_values(command(port, "CLUSTER", "INFO"), f"CLUSTER INFO on {port}")
 
 
-class RedisClusterSet:
+class _ProcessSet:
+    """What a set of processes shares: a start that stops whatever it started
+    if it fails halfway, and use as a context manager."""
+
+    def _start(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30) -> Self:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisClusterSet(_ProcessSet):
     """A Redis Cluster of ``primaries`` masters with ``replicas_per_primary`` replicas each.
 
     Slots are split evenly between the primaries in order. Roles change after
@@ -296,14 +321,6 @@ class RedisClusterSet:
             *NO_SYNC_DELAY,
         )  # fmt: skip
         return server
-
-    def start(self, timeout: float = 30) -> Self:
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout: float) -> None:
         total = self.primary_count * (1 + self.replicas_per_primary)
@@ -458,12 +475,6 @@ class RedisClusterSet:
         self.nodes = []
         self.node_ids = {}
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 # --------------------------------------------------------------------------- sentinel
 
@@ -527,7 +538,7 @@ def _pairs(reply: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in zip(reply[::2], reply[1::2], strict=True)}
 
 
-class SentinelSet:
+class SentinelSet(_ProcessSet):
     """One primary, ``replicas`` replicas and ``sentinels`` sentinels monitoring them."""
 
     def __init__(
@@ -544,14 +555,6 @@ class SentinelSet:
 
     def _all(self) -> list[RedisServer]:
         return [*self.servers, *self.sentinels]
-
-    def start(self, timeout: float = 30) -> Self:
-        try:
-            self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
     def _start(self, timeout: float) -> None:
         per_process = min(timeout, 15)
@@ -673,9 +676,3 @@ class SentinelSet:
         stop_all([*self.sentinels, *self.servers])
         self.sentinels = []
         self.servers = []
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
