@@ -13,8 +13,9 @@ deselected there; ``make test`` runs the backend contract files under each.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ from django.test import override_settings
 from session_ng import connection
 from testproject.redis_server import RedisServer
 from tests.topology import Topology, make_topology
+from tests.worker_process import WorkerProcess
 
 TOPOLOGIES = ("standalone", "cluster", "sentinel")
 
@@ -142,3 +144,29 @@ def roundtrips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", send)
     monkeypatch.setattr(redis.asyncio.connection.AbstractConnection, "send_packed_command", asend)
     return counter
+
+
+# --- session_ng_worker processes (tests/worker_process.py) -------------------------
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    """Where the worker processes a test starts write the events they report."""
+    return tmp_path / "events.jsonl"
+
+
+@pytest.fixture
+def start(log: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes (``start(url, **options)``), all stopped after."""
+    started: list[WorkerProcess] = []
+
+    def start_worker(url: str, **kwargs: Any) -> WorkerProcess:
+        worker = WorkerProcess(url, log, **kwargs)
+        started.append(worker)
+        return worker
+
+    yield start_worker
+    # Stop every one before judging any, so a failure leaves no process behind.
+    codes = [(worker, worker.stop()) for worker in started if not worker.killed]
+    for worker, code in codes:
+        assert code == 0, worker.log()

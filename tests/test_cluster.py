@@ -8,7 +8,7 @@ cluster`` (``make test`` does); these are the parts only a cluster has.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from testproject.redis_topologies import RedisClusterSet
-from tests.test_worker import WorkerProcess, events, wait_for_events
+from tests.worker_process import events, wait_for_events
 
 NS = "session_ng"
 pytestmark = [pytest.mark.slow, pytest.mark.standalone]
@@ -38,21 +38,6 @@ def on_cluster(cluster: RedisClusterSet, settings: Any) -> Iterator[RedisCluster
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield client
     client.close()
-
-
-@pytest.fixture
-def workers(tmp_path: Path, cluster: RedisClusterSet) -> Iterator[Callable[..., WorkerProcess]]:
-    started: list[WorkerProcess] = []
-
-    def start(**kwargs: Any) -> WorkerProcess:
-        worker = WorkerProcess(cluster.url, tmp_path / "events.jsonl", cluster=True, **kwargs)
-        started.append(worker)
-        return worker
-
-    yield start
-    codes = [(w, w.stop()) for w in started if not w.killed]
-    for worker, code in codes:
-        assert code == 0, worker.log()
 
 
 def sessions_on_every_primary(client: RedisCluster, **kwargs: Any) -> list[SessionStore]:
@@ -94,15 +79,14 @@ def test_every_session_operation_across_slots(on_cluster: RedisCluster) -> None:
 
 
 def test_the_worker_listens_on_every_primary_exactly_once(
-    on_cluster: RedisCluster, workers
+    on_cluster: RedisCluster, cluster: RedisClusterSet, start, log: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    first, second = workers(), workers()
+    first, second = start(cluster.url, cluster=True), start(cluster.url, cluster=True)
     assert "listening on db 0 of 3 primaries" in first.log()
     expiring = sessions_on_every_primary(on_cluster, expiry=1)
     deleted = sessions_on_every_primary(on_cluster)
     for s in deleted:
         on_cluster.delete(keys.session_hash(NS, s.session_key))  # type: ignore[arg-type]
-    log = first.stderr.parent / "events.jsonl"
     wait_for_events(log, len(expiring) + len(deleted), timeout=15)
     time.sleep(1.0)
     assert sorted((e["kind"], e["session_key"]) for e in events(log)) == sorted(
@@ -114,9 +98,9 @@ def test_the_worker_listens_on_every_primary_exactly_once(
 
 
 def test_a_primary_failing_over_costs_only_the_requests_in_flight(
-    on_cluster: RedisCluster, cluster: RedisClusterSet, workers
+    on_cluster: RedisCluster, cluster: RedisClusterSet, start, log: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    worker = workers()
+    worker = start(cluster.url, cluster=True)
     before = sessions_on_every_primary(on_cluster, data={"kept": "yes"})
     on_cluster.wait(1, 5000, target_nodes=RedisCluster.PRIMARIES)  # replicas have them
     victim = cluster.primaries()[0]
@@ -148,7 +132,6 @@ def test_a_primary_failing_over_costs_only_the_requests_in_flight(
     promoted = sorted(f"127.0.0.1:{node.port}" for node in cluster.primaries())
     worker.wait_for_log(f"listening on db 0 of 3 primaries ({', '.join(promoted)})", timeout=30)
     later = sessions_on_every_primary(on_cluster, expiry=1)
-    log = worker.stderr.parent / "events.jsonl"
     found = wait_for_events(log, len(later), timeout=20)
     assert sorted(e["session_key"] for e in found if e["kind"] == "expired") == sorted(
         s.session_key for s in later

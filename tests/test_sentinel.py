@@ -21,7 +21,7 @@ from session_ng import connection, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from testproject.redis_topologies import SentinelSet, command
-from tests.test_worker import WorkerProcess, events, wait_for_events
+from tests.worker_process import events, wait_for_events
 
 NS = "session_ng"
 ALIAS = "sessions"
@@ -107,28 +107,22 @@ def test_a_failover_costs_only_the_requests_in_flight(
 
 
 def test_the_worker_follows_the_new_primary(
-    sentinels: SentinelSet, on_sentinel: Any, tmp_path: Path
-) -> None:
+    sentinels: SentinelSet, on_sentinel: Any, start, log: Path
+) -> None:  # type: ignore[no-untyped-def]
     addresses = ",".join(f"{h}:{p}" for h, p in sentinels.sentinel_addresses)
-    worker = WorkerProcess(
-        f"redis://{sentinels.master_name}/0", tmp_path / "events.jsonl", sentinels=addresses
-    )
-    try:
-        s = SessionStore()
-        s["n"] = 1
-        s.set_expiry(1)
-        s.save()
-        log = tmp_path / "events.jsonl"
-        assert [e["kind"] for e in wait_for_events(log, 1, timeout=15)] == ["expired"]
-        sentinels.failover()
-        # The worker reconnects to the promoted replica (and configures its
-        # notifications) without a restart.
-        late, _ = until_served(lambda: _short_session())
-        found = wait_for_events(log, 2, timeout=30)
-        assert [(e["kind"], e["session_key"]) for e in found][1] == ("expired", late)
-        assert len(events(log)) == 2
-    finally:
-        assert worker.stop() == 0, worker.log()
+    start(f"redis://{sentinels.master_name}/0", sentinels=addresses)
+    s = SessionStore()
+    s["n"] = 1
+    s.set_expiry(1)
+    s.save()
+    assert [e["kind"] for e in wait_for_events(log, 1, timeout=15)] == ["expired"]
+    sentinels.failover()
+    # The worker reconnects to the promoted replica (and configures its
+    # notifications) without a restart.
+    late, _ = until_served(lambda: _short_session())
+    found = wait_for_events(log, 2, timeout=30)
+    assert [(e["kind"], e["session_key"]) for e in found][1] == ("expired", late)
+    assert len(events(log)) == 2
 
 
 def _short_session() -> str:
