@@ -437,40 +437,30 @@ def load(
 def touch(ns: str, session_key: str, now: int) -> Operation[bool]:
     """Slide a session's idle timer without reading its data; False if it ended
     (or its keys are corrupt: it is treated as absent, as a load would)."""
-    try:
-        alive = yield Eval(
-            TOUCH,
-            (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
-            (now, GRACE_MS),
-        )
-    except redis.exceptions.ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
-            raise
-        _log_corrupt(session_key, "a key of the wrong type")
-        return False
-    return bool(alive)
+    return (yield from touch_many(ns, [session_key], now))[0]
 
 
 def touch_many(ns: str, session_keys: Sequence[str], now: int) -> Operation[list[bool]]:
-    """``touch`` for several sessions in one round trip (a pipeline of scripts,
-    each on its own session's slot); which are still alive, in order."""
-    if len(session_keys) == 1:
-        return [(yield from touch(ns, session_keys[0], now))]
-    replies = yield Batch(
-        [
-            Eval(TOUCH, (keys.session_hash(ns, key), keys.session_shadow(ns, key)), (now, GRACE_MS))
-            for key in session_keys
-        ],
-        errors_as_values=True,
-    )
+    """``touch`` for several sessions in one round trip; which are still
+    alive, in order. One script for them all, or on Redis Cluster, where each
+    session has its own slot, a pipeline of one script per session."""
+
+    def call(some: Sequence[str]) -> Eval:
+        pairs = [
+            k for key in some for k in (keys.session_hash(ns, key), keys.session_shadow(ns, key))
+        ]
+        return Eval(TOUCH, pairs, (now, GRACE_MS))
+
+    if split_slots() and len(session_keys) > 1:
+        replies = yield Batch([call([key]) for key in session_keys])
+        states = [state for reply in replies for state in reply]
+    else:
+        states = yield call(session_keys)
     alive = []
-    for key, reply in zip(session_keys, replies, strict=True):
-        if isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply):
+    for key, state in zip(session_keys, states, strict=True):
+        if state == -1:
             _log_corrupt(key, "a key of the wrong type")  # that session only
-            reply = 0
-        elif isinstance(reply, Exception):
-            raise reply
-        alive.append(bool(reply))
+        alive.append(state == 1)
     return alive
 
 

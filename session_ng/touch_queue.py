@@ -5,7 +5,8 @@ session's touch (the socket must close rather than handle a message of an
 ended session), but the touches of many sockets need not each pay for a
 round trip of their own. With nothing in flight, a touch goes out at once, by
 itself; touches that arrive while one is in flight wait for it and then go out
-together in one pipeline (and sockets of the same session share one touch).
+together in one call of the touch script (and sockets of the same session share
+one touch).
 An idle server pays no added latency; a busy one pays one round trip per
 batch instead of one per message. (The same idea as Nagle's algorithm.)
 """
