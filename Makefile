@@ -4,6 +4,7 @@
 #   make bench  compare session_ng with Django's session engines on one private redis-server
 #   make loadtest  testproject under gunicorn, driven by wrk: session_ng against the cache engine
 #   make bench-growth  a request, a sweep and a user-index query at 1,000 and 1,000,000 sessions
+#   make bench-breakdown  where the time of a read, a write and a websocket refresh goes
 #   make docs   build the Sphinx docs, warnings as errors
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +14,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck pytest chromium docs bench bench-growth loadtest wrk demo clean
+.PHONY: install test lint typecheck pytest chromium docs bench bench-growth bench-breakdown loadtest wrk demo clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,9 @@ bench: $(STAMP)
 
 bench-growth: $(STAMP)
 	$(BIN)/python -m bench.growth
+
+bench-breakdown: $(STAMP)
+	$(BIN)/python -m bench.breakdown
 
 # The load generator of `make loadtest`, installed like chromium above.
 # WRK=/path/to/wrk overrides the lookup.
