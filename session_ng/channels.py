@@ -118,12 +118,14 @@ class SessionRefreshMixin:
     Put it first in the bases: ``class Chat(SessionRefreshMixin,
     AsyncWebsocketConsumer)``; works the same with AsyncJsonWebsocketConsumer,
     WebsocketConsumer and JsonWebsocketConsumer. ``session_refresh_interval``
-    (seconds, default 0) skips refreshes closer together than that: fewer
-    round trips, but a session that ended within the interval is noticed at
-    the first message after it.
+    (seconds; unset, ``SESSION_NG["WEBSOCKET_REFRESH_INTERVAL"]``, default 0)
+    skips refreshes closer together than that: fewer round trips, but without
+    a channel layer a session that ended within the interval is noticed only
+    at the first refresh after it.
     """
 
-    session_refresh_interval: float = 0.0
+    # None: SESSION_NG["WEBSOCKET_REFRESH_INTERVAL"] (default 0, every message).
+    session_refresh_interval: float | None = None
     scope: Scope
     groups: list[str] | None
 
@@ -266,7 +268,11 @@ class SessionRefreshMixin:
             return None  # an anonymous socket: nothing to keep alive
         now = time.monotonic()
         last = getattr(self, "_session_ng_refreshed", None)
-        if last is not None and now - last < self.session_refresh_interval:
-            return None
+        if last is not None:
+            interval = self.session_refresh_interval
+            if interval is None:
+                interval = float(conf.WEBSOCKET_REFRESH_INTERVAL)
+            if now - last < interval:
+                return None
         self._session_ng_refreshed = now
         return str(key)

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ALIASES": 10,
     "CONFIGURE_KEYSPACE_NOTIFICATIONS": True,
     "WEBSOCKET_CLOSE_CODE": 1008,
+    # Seconds between two refreshes of one socket's session; 0 refreshes on
+    # every message. SessionRefreshMixin.session_refresh_interval overrides it.
+    "WEBSOCKET_REFRESH_INTERVAL": 0,
     # Seconds a Redis call may take before the store reports Redis as unavailable.
     "SOCKET_TIMEOUT": 5.0,
 }
@@ -38,6 +41,9 @@ KNOWN_RESOLVERS = ("cookie", "header")
 # RFC 9110 token characters; Django exposes headers by these names.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 ALIAS_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# Close codes no endpoint may send (RFC 6455, 7.4.1): they only report what
+# happened to a connection that closed without a close frame or TLS.
+UNSENDABLE_CLOSE_CODES = (1004, 1005, 1006, 1015)
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,31 @@ class Settings:
                     "session_ng.E014",
                     f"SESSION_NG['ALIAS_PARAM'] must be None or a query parameter name "
                     f"matching {ALIAS_PARAM_RE.pattern}, not {param!r}.",
+                )
+            )
+        code = self.WEBSOCKET_CLOSE_CODE
+        if (
+            not isinstance(code, int)
+            or isinstance(code, bool)
+            or not 1000 <= code <= 4999
+            or code in UNSENDABLE_CLOSE_CODES
+        ):
+            found.append(
+                Problem(
+                    "session_ng.E015",
+                    f"SESSION_NG['WEBSOCKET_CLOSE_CODE'] must be a websocket close code an "
+                    f"application may send (an integer from 1000 to 4999, not 1004, 1005, "
+                    f"1006 or 1015), not {code!r}.",
+                    "3000-4999 are for applications, and every server sends them as given.",
+                )
+            )
+        interval = self.WEBSOCKET_REFRESH_INTERVAL
+        if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval >= 0:
+            found.append(
+                Problem(
+                    "session_ng.E016",
+                    f"SESSION_NG['WEBSOCKET_REFRESH_INTERVAL'] must be a number of seconds, "
+                    f"0 or more, not {interval!r}.",
                 )
             )
         if self.CLUSTER and alias:

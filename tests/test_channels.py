@@ -15,13 +15,21 @@ from channels.generic.websocket import (
 )
 from channels.testing import WebsocketCommunicator
 
-from session_ng import keys
+from session_ng import keys, repository
 from session_ng.aliases import format_cookie
 from session_ng.backends.redis import SessionStore
 from session_ng.channels import AuthMiddlewareStack, SessionMiddlewareStack, SessionRefreshMixin
 
 # Channels closes stale database connections around every message.
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _touch_script_loaded(r: redis.Redis) -> None:
+    # A server's first touch sends touch.lua itself (NOSCRIPT, then EVAL): the
+    # round trips counted below are those of a server that has it, whichever
+    # test runs first.
+    r.script_load(repository.TOUCH.source)
 
 
 class AsyncEcho(SessionRefreshMixin, AsyncWebsocketConsumer):
@@ -178,6 +186,36 @@ async def test_the_refresh_interval_saves_round_trips(roundtrips) -> None:  # ty
         await comm.send_to(text_data=str(i))
         await comm.receive_from()
     assert roundtrips.count == 1  # the first message only
+    await comm.disconnect()
+
+
+async def test_the_interval_setting_applies_to_every_consumer(settings, roundtrips) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "WEBSOCKET_REFRESH_INTERVAL": 60}
+    key = await make_session(name="eve")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    roundtrips.reset()
+    for i in range(5):
+        await comm.send_to(text_data=str(i))
+        assert await comm.receive_from() == f"eve:{i}"
+    assert roundtrips.count == 1  # the first message only
+    await comm.disconnect()
+
+
+class EveryMessage(AsyncEcho):
+    session_refresh_interval = 0.0
+
+
+async def test_the_consumers_interval_wins_over_the_setting(settings, roundtrips) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "WEBSOCKET_REFRESH_INTERVAL": 60}
+    key = await make_session(name="eve")
+    comm = communicator(EveryMessage, key)
+    await comm.connect()
+    roundtrips.reset()
+    for i in range(3):
+        await comm.send_to(text_data=str(i))
+        assert await comm.receive_from() == f"eve:{i}"
+    assert roundtrips.count == 3
     await comm.disconnect()
 
 

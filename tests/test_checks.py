@@ -16,6 +16,21 @@ def test_valid_settings_pass(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
+    "extra",
+    [
+        {"WEBSOCKET_CLOSE_CODE": 1000},
+        {"WEBSOCKET_CLOSE_CODE": 1008},
+        {"WEBSOCKET_CLOSE_CODE": 4999},
+        {"WEBSOCKET_REFRESH_INTERVAL": 0},
+        {"WEBSOCKET_REFRESH_INTERVAL": 2.5},
+    ],
+)
+def test_edge_values_pass(settings, extra: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**REDIS, **extra}
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
     ("session_ng", "expected"),
     [
         ("redis://x", ["session_ng.E001"]),
@@ -37,6 +52,14 @@ def test_valid_settings_pass(settings) -> None:  # type: ignore[no-untyped-def]
         ({**REDIS, "HEADER_NAME": ""}, ["session_ng.E013"]),
         ({**REDIS, "ALIAS_PARAM": "a&b"}, ["session_ng.E014"]),
         ({**REDIS, "ALIAS_PARAM": ""}, ["session_ng.E014"]),
+        ({**REDIS, "WEBSOCKET_CLOSE_CODE": "1008"}, ["session_ng.E015"]),
+        ({**REDIS, "WEBSOCKET_CLOSE_CODE": 1006}, ["session_ng.E015"]),
+        ({**REDIS, "WEBSOCKET_CLOSE_CODE": 999}, ["session_ng.E015"]),
+        ({**REDIS, "WEBSOCKET_CLOSE_CODE": 5000}, ["session_ng.E015"]),
+        ({**REDIS, "WEBSOCKET_CLOSE_CODE": True}, ["session_ng.E015"]),
+        ({**REDIS, "WEBSOCKET_REFRESH_INTERVAL": -1}, ["session_ng.E016"]),
+        ({**REDIS, "WEBSOCKET_REFRESH_INTERVAL": "5"}, ["session_ng.E016"]),
+        ({**REDIS, "WEBSOCKET_REFRESH_INTERVAL": float("nan")}, ["session_ng.E016"]),
     ],
 )
 def test_each_error_id(settings, session_ng: object, expected: list[str]) -> None:  # type: ignore[no-untyped-def]
