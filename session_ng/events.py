@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -381,21 +381,45 @@ def report_end(session_key: str, kind: str) -> bool:
     """Claim and report one end ("expired" or "deleted"); False if someone
     else reports it. A receiver that raises is logged, not propagated: the end
     is claimed, and the other receivers and ends must still be served."""
-    record = repository.run(repository.claim_end(conf.namespace, session_key, kind))
-    if isinstance(record, repository.NotClaimed):
-        return False
-    event = _event(session_key, record)
-    _log_outcome(kind, event, _signal(kind).send_robust(sender=Worker, **event))
-    return True
+    return report_ends([session_key], kind) == 1
 
 
 async def areport_end(session_key: str, kind: str) -> bool:
-    record = await repository.arun(repository.claim_end(conf.namespace, session_key, kind))
-    if isinstance(record, repository.NotClaimed):
-        return False
-    event = _event(session_key, record)
-    _log_outcome(kind, event, await _signal(kind).asend_robust(sender=Worker, **event))
-    return True
+    return await areport_ends([session_key], kind) == 1
+
+
+# Ends claimed per batch of round trips (three, see repository.claim_ends).
+REPORT_BATCH = 200
+
+
+def report_ends(session_keys: Sequence[str], kind: str) -> int:
+    """``report_end`` for many sessions, claimed in batches; how many this
+    process reported."""
+    reported = 0
+    for start in range(0, len(session_keys), REPORT_BATCH):
+        chunk = session_keys[start : start + REPORT_BATCH]
+        records = repository.run(repository.claim_ends(conf.namespace, chunk, kind))
+        for session_key, record in zip(chunk, records, strict=True):
+            if isinstance(record, repository.NotClaimed):
+                continue
+            event = _event(session_key, record)
+            _log_outcome(kind, event, _signal(kind).send_robust(sender=Worker, **event))
+            reported += 1
+    return reported
+
+
+async def areport_ends(session_keys: Sequence[str], kind: str) -> int:
+    reported = 0
+    for start in range(0, len(session_keys), REPORT_BATCH):
+        chunk = session_keys[start : start + REPORT_BATCH]
+        records = await repository.arun(repository.claim_ends(conf.namespace, chunk, kind))
+        for session_key, record in zip(chunk, records, strict=True):
+            if isinstance(record, repository.NotClaimed):
+                continue
+            event = _event(session_key, record)
+            _log_outcome(kind, event, await _signal(kind).asend_robust(sender=Worker, **event))
+            reported += 1
+    return reported
 
 
 def _ended(report: repository.SweepReport) -> list[str]:
@@ -428,7 +452,7 @@ def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int
     ended = _ended(report)
     if touch_current:
         ended += repository.run(repository.touch_bucket(ns, repository.bucket_minute(now)))
-    count = sum(report_end(key, "expired") for key in ended)
+    count = report_ends(ended, "expired")
     _log_sweep(report, count)
     return count
 
@@ -440,8 +464,6 @@ async def asweep_and_report(now: int | None = None, touch_current: bool = False)
     ended = _ended(report)
     if touch_current:
         ended += await repository.arun(repository.touch_bucket(ns, repository.bucket_minute(now)))
-    count = 0
-    for key in ended:
-        count += await areport_end(key, "expired")
+    count = await areport_ends(ended, "expired")
     _log_sweep(report, count)
     return count

@@ -827,32 +827,63 @@ def claim_end(
     claim is a SET NX in the session's own slot. A "deleted" end also removes
     whatever is left of the session, so it cannot come back.
     """
-    claim = keys.session_event(ns, session_key)
-    claimed = yield Command(("SET", claim, kind, "NX", "PX", CLAIM_MS))
-    if not claimed:
-        return NOT_CLAIMED
-    fields = yield Command(("HGETALL", keys.session_hash(ns, session_key)))
-    record = parse_record(session_key, fields) if fields else None
+    return (yield from claim_ends(ns, [session_key], kind))[0]
+
+
+def claim_ends(
+    ns: str, session_keys: Sequence[str], kind: str
+) -> Operation[list[Record | Corrupt | NotClaimed | None]]:
+    """``claim_end`` for several sessions in three round trips in all (the
+    claims, the reads, the clean-up), whatever their number: a sweep that
+    finds many ended sessions reports them without a round trip per step and
+    session. The answers are in the order of ``session_keys``."""
+    claimed = yield Batch(
+        [
+            Command(("SET", keys.session_event(ns, key), kind, "NX", "PX", CLAIM_MS))
+            for key in session_keys
+        ]
+    )
+    answers: list[Record | Corrupt | NotClaimed | None] = [NOT_CLAIMED] * len(session_keys)
+    # By position: a key listed twice is claimed once, by its first listing.
+    ours = [i for i, won in enumerate(claimed) if won]
+    if not ours:
+        return answers
+    hashes = yield Batch(
+        [Command(("HGETALL", keys.session_hash(ns, session_keys[i]))) for i in ours]
+    )
+    follow_up: list[Eval | Command] = []
+    for i, fields in zip(ours, hashes, strict=True):
+        record = parse_record(session_keys[i], fields) if fields else None
+        answers[i] = record
+        follow_up += _end_follow_up(ns, session_keys[i], kind, record)
+    if follow_up:
+        yield Batch(follow_up)
+    return answers
+
+
+def _end_follow_up(
+    ns: str, session_key: str, kind: str, record: Record | Corrupt | None
+) -> list[Eval | Command]:
+    """What a claimed end leaves to clean up: the user's index entry, and for
+    a delete, the bucket entry and whatever is left of the session."""
     follow_up: list[Eval | Command] = []
     if isinstance(record, Record) and record.user:
         follow_up.append(Command(("SREM", keys.user_index(ns, record.user), session_key)))
-    if kind == "deleted" and isinstance(record, Record) and record.bucket is not None:
+    if kind != "deleted":
+        return follow_up
+    if isinstance(record, Record) and record.bucket is not None:
         bucket = keys.expiration_bucket(ns, record.bucket)
         follow_up.append(Command(("SREM", bucket, session_key)))
-    elif kind == "deleted":
+    else:
         # Deleted behind session_ng's back, hash and all: the bucket it sits in
         # is unknown, so the claim is kept until any bucket it could be in has
         # been swept, and the sweep will not take it for an unseen expiry.
+        claim = keys.session_event(ns, session_key)
         follow_up.append(Command(("PEXPIRE", claim, BUCKET_KEEP_MS + MAX_LIFE_MS)))
-    if kind == "deleted":
-        follow_up.append(
-            Command(
-                ("DEL", keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key))
-            )
-        )
-    if follow_up:
-        yield Batch(follow_up)
-    return record
+    follow_up.append(
+        Command(("DEL", keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)))
+    )
+    return follow_up
 
 
 def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:

@@ -142,3 +142,45 @@ def test_clearsessions_reports_what_it_finds(r: redis.Redis) -> None:
         {"session_key": s.session_key, "user_id": "18",
          "data": {"_auth_user_id": "18", "data": "18", "_session_expiry": 1}}
     ]  # fmt: skip
+
+
+def test_ends_found_together_are_claimed_together(roundtrips, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    from session_ng import events
+    from session_ng.signals import session_expired
+
+    sessions = [logged_in(str(10 + i), 1) for i in range(5)]
+    session_keys = [s.session_key for s in sessions]
+    assert all(session_keys)
+    time.sleep(1.05)
+    # Another worker already reports the second one.
+    r.set(keys.session_event(NS, session_keys[1]), "expired", px=60_000)
+    heard: list[tuple[str, str | None, dict[str, object]]] = []
+
+    def receiver(sender: object, **event: object) -> None:
+        heard.append((event["session_key"], event["user_id"], event["data"]))  # type: ignore[arg-type]
+
+    session_expired.connect(receiver)
+    try:
+        roundtrips.reset()
+        # The last key is listed twice (found in two buckets): reported once.
+        count = events.report_ends([*session_keys, session_keys[4]], "expired")
+    finally:
+        session_expired.disconnect(receiver)
+    # Claims, reads, clean-up: one round trip each for all of them.
+    assert roundtrips.count == 3
+    assert count == 4
+    assert heard == [
+        (
+            key,
+            str(10 + i),
+            {"_auth_user_id": str(10 + i), "data": str(10 + i), "_session_expiry": 1},
+        )
+        for i, key in enumerate(session_keys)
+        if i != 1
+    ]
+    for i, key in enumerate(session_keys):
+        assert not r.sismember(keys.user_index(NS, str(10 + i)), key) or i == 1
+    # Nothing is left to claim: a second report finds every end taken.
+    roundtrips.reset()
+    assert events.report_ends(session_keys, "expired") == 0
+    assert roundtrips.count == 1
