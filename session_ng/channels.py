@@ -21,8 +21,9 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.auth import AuthMiddleware
+from channels.auth import AuthMiddleware as ChannelsAuthMiddleware
 from channels.consumer import SyncConsumer
+from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER
 from channels.sessions import CookieMiddleware
 from django.conf import settings
@@ -104,6 +105,67 @@ def _stand_in(code: int, error: Exception) -> int:
     return stand_in
 
 
+async def get_user(scope: Scope) -> Any:
+    """The user of ``scope["session"]``, or AnonymousUser: Channels' get_user,
+    except for a session signed with a key of ``SECRET_KEY_FALLBACKS``.
+
+    Django's own get_user accepts such a session and rotates its key; a
+    websocket cannot send the browser the new key's cookie, so here it is
+    accepted as it is, and the browser's next HTTP request rotates it. (Channels'
+    get_user ignores the fallbacks and flushes the session: opening a socket
+    after rotating SECRET_KEY would log the user out everywhere.) A session
+    whose hash matches no key is flushed, as Django does; one whose user id
+    is unreadable is only treated as anonymous.
+    """
+    return await database_sync_to_async(_user_of)(scope)
+
+
+def _user_of(scope: Scope) -> Any:
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+        load_backend,
+    )
+    from django.contrib.auth.models import AnonymousUser
+    from django.core.exceptions import ValidationError
+    from django.utils.crypto import constant_time_compare
+
+    session = scope["session"]
+    try:
+        pk: Any = get_user_model()._meta.pk  # typed Optional by some django-stubs
+        user_id = pk.to_python(session[SESSION_KEY])
+        backend_path = session[BACKEND_SESSION_KEY]
+    except (KeyError, ValidationError, TypeError, ValueError):
+        return AnonymousUser()
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return AnonymousUser()
+    if hasattr(user, "get_session_auth_hash"):
+        stored = session.get(HASH_SESSION_KEY)
+        verified = isinstance(stored, str) and (
+            constant_time_compare(stored, user.get_session_auth_hash())
+            or any(
+                constant_time_compare(stored, fallback)
+                for fallback in user.get_session_auth_fallback_hash()
+            )
+        )
+        if not verified:
+            session.flush()
+            return AnonymousUser()
+    return user
+
+
+class AuthMiddleware(ChannelsAuthMiddleware):  # type: ignore[misc]
+    """Channels' AuthMiddleware with ``get_user`` above."""
+
+    async def resolve_scope(self, scope: Scope) -> None:
+        scope["user"]._wrapped = await get_user(scope)
+
+
 def SessionMiddlewareStack(inner: Any) -> Any:
     return CookieMiddleware(SessionMiddleware(inner))
 
@@ -136,10 +198,24 @@ class SessionRefreshMixin:
         # discards them.
         group = self._session_ng_group()
         self._session_ng_joined = group
+        self._session_ng_joined_at = time.monotonic()
         self._session_ng_key = getattr(self.scope.get("session"), "session_key", None)
         if group is not None:
             self.groups = [*(self.groups or []), group]
-        return super().websocket_connect(message)  # type: ignore[misc]
+        if not isinstance(self, SyncConsumer):
+            return self._session_ng_aconnect(message)
+        super().websocket_connect(message)  # type: ignore[misc]
+        # connect() may have logged the socket in (a token, say): follow the key.
+        moved = self._session_ng_followed()
+        if moved is not None:
+            self._session_ng_move(*moved)
+        return None
+
+    async def _session_ng_aconnect(self, message: dict[str, Any]) -> None:
+        await super().websocket_connect(message)  # type: ignore[misc]
+        moved = self._session_ng_followed()
+        if moved is not None:
+            await self._session_ng_amove(*moved)
 
     def _session_ng_group(self) -> str | None:
         """The session's group, or None (anonymous, or no layer to join)."""
@@ -148,9 +224,12 @@ class SessionRefreshMixin:
             return None
         # Ends are sent on the default layer: a consumer on another one would
         # never hear them (it still closes at its next message).
-        if getattr(self, "channel_layer", None) is None:
+        layer = getattr(self, "channel_layer", None)
+        if layer is None or getattr(self, "channel_layer_alias", None) != DEFAULT_CHANNEL_LAYER:
             return None
-        if getattr(self, "channel_layer_alias", None) != DEFAULT_CHANNEL_LAYER:
+        # A layer without groups cannot be joined (Channels would refuse the
+        # connection): such sockets close at their next message instead.
+        if "groups" not in getattr(layer, "extensions", ()):
             return None
         return group_name(str(key))
 
@@ -163,7 +242,7 @@ class SessionRefreshMixin:
         """
         joined = getattr(self, "_session_ng_joined", None)
         ended = message.get("group")
-        if ended is not None and ended != joined:
+        if getattr(self, "_session_ng_closed", False) or (ended is not None and ended != joined):
             # The end of a key this socket has moved away from: nothing to do
             # (an async consumer's handler must still return an awaitable).
             return None if isinstance(self, SyncConsumer) else _nothing()
@@ -207,15 +286,24 @@ class SessionRefreshMixin:
 
     def _session_ng_moved(self, old: str | None, new: str) -> None:
         self._session_ng_joined = new
+        self._session_ng_joined_at = time.monotonic()
         self._session_ng_key = getattr(self.scope.get("session"), "session_key", None)
         # Channels' websocket_disconnect discards these.
         self.groups = [g for g in (self.groups or []) if g != old] + [new]
 
     def _session_ng_close(self) -> Any:
-        """Close with WEBSOCKET_CLOSE_CODE, or its stand-in if the server refuses it."""
+        """Close with WEBSOCKET_CLOSE_CODE, or its stand-in if the server refuses it.
+
+        Once: from then on the socket's messages are dropped unhandled (the
+        server may still deliver frames that were on their way), and a second
+        end does nothing (a server may refuse to close twice).
+        """
         code = int(conf.WEBSOCKET_CLOSE_CODE)
         if not isinstance(self, SyncConsumer):
             return self._session_ng_aclose(code)
+        if getattr(self, "_session_ng_closed", False):
+            return None
+        self._session_ng_closed = True
         try:
             self.close(code=code)
         except Exception as exc:
@@ -225,6 +313,9 @@ class SessionRefreshMixin:
         return None
 
     async def _session_ng_aclose(self, code: int) -> None:
+        if getattr(self, "_session_ng_closed", False):
+            return
+        self._session_ng_closed = True
         try:
             await self.close(code=code)  # type: ignore[attr-defined]
         except Exception as exc:
@@ -236,11 +327,18 @@ class SessionRefreshMixin:
         # Channels' sync consumers subclass AsyncConsumer too: test for them first.
         if not isinstance(self, SyncConsumer):
             return self._session_ng_areceive(message)
+        if getattr(self, "_session_ng_closed", False):
+            return None  # closed because the session ended: not handled
         key = self._session_ng_due()
         if key is not None:
             alive = repository.run(repository.touch(conf.namespace, key, now_ms()))
             if not alive:
                 return self._session_ng_close()
+            stale = self._session_ng_stale_group()
+            if stale is not None:
+                from asgiref.sync import async_to_sync
+
+                async_to_sync(self.channel_layer.group_add)(stale, self.channel_name)
         super().websocket_receive(message)  # type: ignore[misc]
         # The handler may have logged in over the socket (a new key): follow it.
         moved = self._session_ng_followed()
@@ -249,16 +347,38 @@ class SessionRefreshMixin:
         return None
 
     async def _session_ng_areceive(self, message: dict[str, Any]) -> None:
+        if getattr(self, "_session_ng_closed", False):
+            return  # closed because the session ended: not handled
         key = self._session_ng_due()
         if key is not None:
             alive = await touch_queue.queue().touch(key)
             if not alive:
                 await self._session_ng_aclose(int(conf.WEBSOCKET_CLOSE_CODE))
                 return
+            stale = self._session_ng_stale_group()
+            if stale is not None:
+                await self.channel_layer.group_add(stale, self.channel_name)  # type: ignore[attr-defined]
         await super().websocket_receive(message)  # type: ignore[misc]
         moved = self._session_ng_followed()
         if moved is not None:
             await self._session_ng_amove(*moved)
+
+    def _session_ng_stale_group(self) -> str | None:
+        """The joined group, when the layer may be about to forget this socket
+        in it (channels_redis drops members ``group_expiry`` seconds, a day by
+        default, after they joined): joining again renews the membership."""
+        joined = getattr(self, "_session_ng_joined", None)
+        if joined is None:
+            return None
+        layer = getattr(self, "channel_layer", None)
+        expiry = getattr(layer, "group_expiry", None)
+        if not isinstance(expiry, int | float) or isinstance(expiry, bool):
+            return None  # a layer whose groups do not expire
+        now = time.monotonic()
+        if now - getattr(self, "_session_ng_joined_at", now) < expiry / 2:
+            return None
+        self._session_ng_joined_at = now
+        return str(joined)
 
     def _session_ng_due(self) -> str | None:
         """The key to refresh now, or None (no session, or refreshed recently)."""

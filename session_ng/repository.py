@@ -459,7 +459,8 @@ def touch_many(ns: str, session_keys: Sequence[str], now: int) -> Operation[list
     alive = []
     for key, state in zip(session_keys, states, strict=True):
         if state == -1:
-            _log_corrupt(key, "a key of the wrong type")  # that session only
+            # That session only; the script wrote nothing to it.
+            _log_corrupt(key, "a key of the wrong type or unreadable metadata")
         alive.append(state == 1)
     return alive
 

@@ -32,23 +32,40 @@ class TouchQueue:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self.waiting.setdefault(session_key, []).append(future)
-        if not self.sending:
-            # This caller sends the batch its own touch is in, then hands what
-            # queued meanwhile to a task, so no caller waits on others' batches.
+        try:
+            if not self.sending:
+                # This caller sends the batch its own touch is in, then hands
+                # what queued meanwhile to a task, so no caller waits on
+                # others' batches.
+                self.sending = True
+                try:
+                    await self._send_one()
+                finally:
+                    self.sending = False
+                    self._drain_later(loop)
+            return await future
+        except asyncio.CancelledError:
+            # Nobody will read this touch's answer (or error) now.
+            future.cancel()
+            raise
+
+    def _drain_later(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.waiting and not self.sending:
             self.sending = True
-            try:
-                await self._send_one()
-            finally:
-                self.sending = False
-                if self.waiting:
-                    self.sending = True
-                    self._drainer = loop.create_task(self._drain())
-        return await future
+            self._drainer = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:
             while self.waiting:
                 await self._send_one()
+        except asyncio.CancelledError:
+            # Only a loop that shuts down cancels this task: its waiters must
+            # not wait for an answer that no one will send.
+            waiting, self.waiting = self.waiting, {}
+            for futures in waiting.values():
+                for future in futures:
+                    future.cancel()
+            raise
         finally:
             self.sending = False
 

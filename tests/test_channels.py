@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -553,3 +553,207 @@ async def test_a_sync_consumer_follows_its_own_login_too() -> None:
     assert await comm.receive_from() == "uma:hi"
     await SessionStore(new_key).adelete()
     assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+# --- after the end, and the edges of a socket's life --------------------------------
+
+
+class ThrottledSync(SyncEcho):
+    session_refresh_interval = 60.0
+
+
+@pytest.mark.parametrize("consumer", [Throttled, ThrottledSync])
+async def test_a_message_after_the_end_is_dropped_unhandled(consumer: type) -> None:
+    key = await make_session(name="lou")
+    comm = communicator(consumer, key)
+    await comm.connect()
+    assert await say(comm, consumer, "hi") == "lou:hi"  # refreshed: the next is not due
+    await SessionStore(key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+    # A frame already on its way when the socket closed: never handled.
+    await comm.send_to(text_data="late")
+    assert await comm.receive_nothing() is True
+    await comm.disconnect()
+
+
+async def test_an_end_that_meets_a_dead_touch_closes_once(caplog) -> None:  # type: ignore[no-untyped-def]
+    key = await make_session(name="max")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    await SessionStore(key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+    # Another end message for the same socket (a second worker, a retry).
+    from channels.layers import get_channel_layer
+
+    from session_ng.socket_groups import END_MESSAGE, group_name
+
+    layer = get_channel_layer()
+    await layer.group_send(group_name(key), {"type": END_MESSAGE, "group": group_name(key)})
+    await comm.send_to(text_data="late")
+    assert await comm.receive_nothing() is True  # no second close, no echo
+    assert "refused websocket close code" not in caplog.text
+    await comm.disconnect()
+
+
+class SignsInOnConnect(SessionRefreshMixin, AsyncWebsocketConsumer):
+    """Logs the socket in while connecting (as a token in the URL would)."""
+
+    async def connect(self) -> None:
+        session = self.scope["session"]
+        await session.acycle_key()
+        await session.aset("_auth_user_id", "7")
+        await session.asave()
+        await self.accept()
+        await self.send(text_data=session.session_key)
+
+
+async def test_a_socket_signed_in_while_connecting_joins_its_sessions_group() -> None:
+    comm = communicator(SignsInOnConnect, None)
+    await comm.connect()
+    key = await comm.receive_from()
+    await SessionStore(key).adelete()  # before it sent any message
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+class SyncSignsInOnConnect(SessionRefreshMixin, WebsocketConsumer):
+    def connect(self) -> None:
+        session = self.scope["session"]
+        session.cycle_key()
+        session["_auth_user_id"] = "7"
+        session.save()
+        self.accept()
+        self.send(text_data=session.session_key)
+
+
+async def test_a_sync_socket_signed_in_while_connecting_joins_its_group_too() -> None:
+    comm = communicator(SyncSignsInOnConnect, None)
+    await comm.connect()
+    key = await comm.receive_from()
+    await SessionStore(key).adelete()
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+async def test_a_layer_without_groups_is_not_joined(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_channels.NoGroupsLayer"}}
+    key = await make_session(name="ned")
+    comm = communicator(AsyncEcho, key)
+    assert (await comm.connect())[0]
+    assert await say(comm, AsyncEcho, "hi") == "ned:hi"
+    await SessionStore(key).adelete()
+    # Nothing can tell it at once: its next message closes it.
+    await comm.send_to(text_data="again")
+    assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
+
+
+from channels.layers import InMemoryChannelLayer  # noqa: E402
+
+
+class NoGroupsLayer(InMemoryChannelLayer):  # type: ignore[misc]
+    """A layer with channels but no groups extension (no group_* methods:
+    Channels refuses to connect a consumer with groups to it)."""
+
+    extensions: ClassVar[list[str]] = ["flush"]
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("group_add", "group_discard", "group_send"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+async def test_a_long_lived_socket_renews_its_group_membership(settings) -> None:  # type: ignore[no-untyped-def]
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"group_expiry": 2},
+        }
+    }
+    from channels.layers import get_channel_layer
+
+    from session_ng.socket_groups import group_name
+
+    key = await make_session(name="ola")
+    comm = communicator(AsyncEcho, key)
+    await comm.connect()
+    layer = get_channel_layer()
+    (joined,) = layer.groups[group_name(key)].values()
+    await asyncio.sleep(1.1)  # over half the layer's group_expiry
+    assert await say(comm, AsyncEcho, "hi") == "ola:hi"
+    (renewed,) = layer.groups[group_name(key)].values()
+    assert renewed - joined >= 1.0
+    assert await say(comm, AsyncEcho, "again") == "ola:again"
+    (unchanged,) = layer.groups[group_name(key)].values()
+    assert unchanged == renewed  # renewed once per half expiry, not per message
+    await comm.disconnect()
+
+
+async def test_auth_stack_accepts_a_session_signed_with_a_fallback_key(  # type: ignore[no-untyped-def]
+    settings, django_user_model
+) -> None:
+    from asgiref.sync import sync_to_async
+
+    user = await sync_to_async(django_user_model.objects.create_user)("bea", password="x")
+    s = SessionStore()
+    await s.aupdate(
+        {
+            "_auth_user_id": str(user.pk),
+            "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+            "_auth_user_hash": user.get_session_auth_hash(),
+        }
+    )
+    await s.asave()
+    # SECRET_KEY rotated since the user logged in.
+    settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+    settings.SECRET_KEY = "a-new-secret-key-for-the-rotation-test-0123456789"
+
+    class WhoAmI(SessionRefreshMixin, AsyncWebsocketConsumer):
+        async def connect(self) -> None:
+            await self.accept()
+            await self.send(text_data=self.scope["user"].get_username())
+
+    def connect() -> WebsocketCommunicator:
+        return WebsocketCommunicator(
+            AuthMiddlewareStack(WhoAmI.as_asgi()),
+            "/ws/",
+            headers=[(b"cookie", f"sessionid={s.session_key}".encode())],
+        )
+
+    comm = connect()
+    await comm.connect()
+    assert await comm.receive_from() == "bea"
+    await comm.disconnect()
+    # Not rotated (the browser's cookie could not follow) and not flushed.
+    assert await SessionStore().aexists(s.session_key) is True
+
+    # A hash no key matches (the password changed): flushed, as Django does.
+    settings.SECRET_KEY_FALLBACKS = []
+    comm = connect()
+    await comm.connect()
+    assert await comm.receive_from() == ""
+    await comm.disconnect()
+    assert await SessionStore().aexists(s.session_key) is False
+
+
+async def test_auth_stack_treats_an_unreadable_user_id_as_anonymous() -> None:
+    s = SessionStore()
+    await s.aupdate(
+        {
+            "_auth_user_id": "not-a-number",
+            "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+        }
+    )
+    await s.asave()
+
+    class WhoAmI(SessionRefreshMixin, AsyncWebsocketConsumer):
+        async def connect(self) -> None:
+            await self.accept()
+            await self.send(text_data=str(self.scope["user"].is_authenticated))
+
+    comm = WebsocketCommunicator(
+        AuthMiddlewareStack(WhoAmI.as_asgi()),
+        "/ws/",
+        headers=[(b"cookie", f"sessionid={s.session_key}".encode())],
+    )
+    await comm.connect()
+    assert await comm.receive_from() == "False"
+    await comm.disconnect()
+    assert await SessionStore().aexists(s.session_key) is True  # kept, only not trusted

@@ -4,24 +4,36 @@
 -- Redis Cluster one session per call, as each session has its own slot).
 -- ARGV[1] now (epoch ms), ARGV[2] grace (ms).
 -- Returns, per session in order: 1 if it is alive (its idle timer slid, unless
--- its expiry is absolute or it never expires), 0 if it has ended, -1 if a key
--- has the wrong type (corrupt: treated as ended, and the other sessions of
--- the call are still touched).
+-- its expiry is absolute or it never expires), 0 if it has ended, -1 if it is
+-- corrupt: a key of the wrong type, or metadata load.lua could not read
+-- (treated as ended, as a load would, and left unwritten; the other sessions
+-- of the call are still touched).
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 
 local function touch(hash, shadow)
   if redis.call('EXISTS', shadow) == 0 then return 0 end
-  local meta = redis.pcall('HMGET', hash, 'max_inactive', 'expires_at')
+  local meta = redis.pcall('HMGET', hash, 'max_inactive', 'expires_at', 'accessed', 'created', 'bucket')
   if meta.err then return -1 end
-  local max_inactive = tonumber(meta[1])
-  if max_inactive == nil then return 0 end
-  if meta[2] then
+  local max_inactive, expires_at = tonumber(meta[1]), tonumber(meta[2])
+  local accessed = tonumber(meta[3])
+  if not meta[1] and not meta[3] and not meta[4] and redis.call('EXISTS', hash) == 0 then
+    return 0  -- the shadow key outlived the hash: ended
+  end
+  -- Metadata that load.lua would not read: corrupt, left as it is (a touch
+  -- must not make a session that loads treat as absent readable again).
+  if max_inactive == nil or accessed == nil or tonumber(meta[4]) == nil
+     or (meta[2] and expires_at == nil) or (meta[5] and tonumber(meta[5]) == nil) then
+    return -1
+  end
+  -- Over by the clock, though Redis has not expired the shadow key yet.
+  if expires_at ~= nil then
+    if expires_at <= now then return 0 end
     -- An absolute expiry is never extended.
-    if tonumber(meta[2]) == nil or tonumber(meta[2]) <= now then return 0 end
     redis.call('HSET', hash, 'accessed', ARGV[1])
     return 1
   end
+  if max_inactive >= 0 and accessed + max_inactive * 1000 <= now then return 0 end
   redis.call('HSET', hash, 'accessed', ARGV[1])
   if max_inactive >= 0 then
     local life = max_inactive * 1000
