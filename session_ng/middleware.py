@@ -66,6 +66,19 @@ def unavailable_response() -> HttpResponse:
     return response
 
 
+def _can_send_id(manager: SessionManager) -> bool:
+    """Whether the response can give the client a new session's id."""
+    resolution = manager.resolution
+    id_resolvers = conf.snapshot().id_resolvers
+    if resolvers.COOKIE in id_resolvers and resolution.source != resolvers.HEADER:
+        return True
+    return (
+        resolvers.HEADER in id_resolvers
+        and resolution.source != resolvers.COOKIE
+        and resolution.header_present
+    )
+
+
 class SessionMiddleware:
     sync_capable = True
     async_capable = True
@@ -209,6 +222,11 @@ class SessionMiddleware:
             plan.save = (
                 modified or accessed or settings.SESSION_SAVE_EVERY_REQUEST
             ) and response.status_code < 500
+            if plan.save and session.session_key is None and not _can_send_id(manager):
+                # A new session whose id this response can carry neither in a
+                # cookie nor in the header (header ids only, and the request
+                # sent none): nobody could ever use it, so it is not stored.
+                plan.save = False
         return plan
 
     @staticmethod

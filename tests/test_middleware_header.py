@@ -100,6 +100,25 @@ def test_header_only_configuration(settings, redis_server) -> None:  # type: ign
     assert response["Vary"] == "X-Auth-Token"
 
 
+def test_a_session_whose_id_cannot_be_sent_is_not_stored(
+    settings, redis_server, r: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["header"]}
+    client = header_client()
+    # Header ids only, and no header: neither a cookie nor the header can
+    # carry the new session's id back, so nothing is written.
+    for _ in range(3):
+        response = client.get("/")
+        assert response.status_code == 200
+        assert "X-Auth-Token" not in response
+        assert "sessionid" not in response.cookies
+    assert r.keys("session_ng:*") == []
+    # With the header, the same page gets its session and its id.
+    response = client.get("/", headers={"X-Auth-Token": "new"})
+    token = response["X-Auth-Token"]
+    assert r.exists(keys.session_hash("session_ng", token)) == 1
+
+
 def test_a_custom_header_name(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
     settings.SESSION_NG = {
         "REDIS_URL": redis_server.url,
