@@ -52,6 +52,16 @@ def test_undecodable_attribute_is_logged_dropped_and_left_in_place(
         ("created", b"yesterday"),
         ("expires_at", b"never"),
         ("bucket", b"{}"),
+        # Numbers Lua's tonumber() takes but no save writes; "inf" and the
+        # huge ones made PEXPIRE fail (a 500), the others slid the timer
+        # before Python found the record corrupt.
+        ("max_inactive", b"inf"),
+        ("max_inactive", b"1e300"),
+        ("max_inactive", b"1209600.0001"),
+        ("max_inactive", b"99999999999999"),
+        ("created", b"1.5"),
+        ("accessed", b"0x10"),
+        ("renewed", b"x"),
     ],
 )
 def test_unreadable_metadata_means_no_session_and_nothing_written(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis
+from django.http import HttpResponse
 from django.test import AsyncClient, Client
 
 from session_ng import keys
@@ -76,3 +77,56 @@ async def test_requests_through_asgi(r: redis.Redis) -> None:
     assert r.hget(keys.session_hash("session_ng", key), "attr:colour") == b'"blue"'
     response = await client.get("/api/session/")
     assert response.json()["session"] == {"colour": "blue"}
+
+
+@pytest.mark.parametrize(
+    ("stored", "age"),
+    [
+        *((value, 1209600) for value in (b'"garbage"', b"[1]", b"{}", b"1e400", b"NaN", b"true")),
+        (b"-Infinity", 1209600),
+        # A number, only too large: capped at MAX_INACTIVE_SECONDS (31 years).
+        (b"1e30", 10**9),
+    ],
+)
+async def test_a_corrupted_expiry_means_the_default_one(
+    r: redis.Redis, stored: bytes, age: int
+) -> None:
+    # _session_expiry is handed to Django's expiry code, which trusts it: a
+    # stored value no set_expiry() writes failed the request, or (true) gave
+    # the cookie a one-second life while Redis kept the session two weeks.
+    for client in (Client(), AsyncClient()):
+        r.flushdb()
+        first = client.get("/")
+        if not isinstance(first, HttpResponse):
+            first = await first
+        key = client.cookies["sessionid"].value
+        name = keys.session_hash("session_ng", key)
+        r.hset(name, "attr:_session_expiry", stored)
+        response = client.get("/")
+        if not isinstance(response, HttpResponse):
+            response = await response
+        assert response.status_code == 200
+        assert response.context["visits"] == 2
+        assert response.cookies["sessionid"]["max-age"] == age
+        # Written by nobody since: the server-side timeout is as it was.
+        assert r.hget(name, "max_inactive") == b"1209600"
+
+
+def test_a_naive_expiry_datetime_is_read_in_the_default_time_zone(r: redis.Redis) -> None:
+    from datetime import datetime, timedelta
+
+    from django.utils import timezone
+
+    from session_ng.backends.redis import SessionStore
+
+    s = SessionStore()
+    s["a"] = 1
+    when = timezone.make_naive(timezone.now() + timedelta(hours=1))
+    s.set_expiry(when)  # naive, with USE_TZ = True
+    assert 3590 <= s.get_expiry_age() <= 3600
+    assert timezone.is_aware(s.get_expiry_date())
+    s.save()
+    expires_at = int(r.hget(keys.session_hash("session_ng", s.session_key), "expires_at") or 0)
+    aware = timezone.make_aware(when, timezone.get_default_timezone())
+    assert expires_at == int(aware.timestamp() * 1000)
+    assert isinstance(when, datetime)

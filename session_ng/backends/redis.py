@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from django.conf import settings
 from django.contrib.sessions.backends.base import (
     VALID_KEY_CHARS,
     CreateError,
@@ -41,6 +42,43 @@ USER_KEY = "_auth_user_id"
 # server. Browsers cap a cookie's life at 400 days, so that is what the cookie
 # is given (and renewed with) instead of a negative age that would delete it.
 NEVER_EXPIRES_COOKIE_AGE = 400 * 24 * 3600
+# The longest idle timeout kept as given (about 31 years): longer ones are
+# this. Redis scripts get it in milliseconds, which Lua must still print as
+# an integer, and a cookie's expiry date must stay a real date.
+MAX_INACTIVE_SECONDS = 10**9
+
+
+def normal_expiry(expiry: Any, aware: bool | None = None) -> Any:
+    """A ``_session_expiry`` value as Django's expiry code can use it.
+
+    What ``set_expiry()`` stores is an int or float of seconds (negative:
+    never expires) or an ISO datetime string; anything else, as found in a
+    corrupted hash (a bool, a list, a string that is no date, an infinite
+    number), is None: the session's default expiry. Ages are capped at
+    MAX_INACTIVE_SECONDS. A datetime is made aware (a naive one is read in the
+    default time zone) when ``aware`` is true, naive otherwise; by default it
+    is as ``timezone.now()`` is, so that the two can be subtracted.
+    """
+    if isinstance(expiry, bool):
+        return None
+    if isinstance(expiry, int | float):
+        if not math.isfinite(expiry):
+            return None
+        return min(expiry, MAX_INACTIVE_SECONDS)
+    if isinstance(expiry, str):
+        try:
+            expiry = datetime.fromisoformat(expiry)
+        except ValueError:
+            return None
+    if isinstance(expiry, datetime):
+        if aware is None:
+            aware = bool(settings.USE_TZ)
+        if aware and timezone.is_naive(expiry):
+            return timezone.make_aware(expiry, timezone.get_default_timezone())
+        if not aware and timezone.is_aware(expiry):
+            return timezone.make_naive(expiry, timezone.get_default_timezone())
+        return expiry
+    return None
 
 
 # os.urandom bytes below 252 (= 7 * 36) map uniformly onto the 36 characters
@@ -460,19 +498,16 @@ class SessionStore(SessionBase):
 
     def _expiry_fields(self, data: dict[str, Any]) -> tuple[int, int | None]:
         """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""
-        expiry = data.get(EXPIRY_KEY)
-        if isinstance(expiry, str):
+        expiry = normal_expiry(data.get(EXPIRY_KEY), aware=True)
+        default = min(int(self.get_session_cookie_age()), MAX_INACTIVE_SECONDS)
+        if isinstance(expiry, datetime):
             try:
-                when = datetime.fromisoformat(expiry)
-            except ValueError:
-                when = None
-            if when is not None:
-                if timezone.is_naive(when):
-                    when = timezone.make_aware(when, timezone.get_default_timezone())
-                return self.get_session_cookie_age(), math.floor(when.timestamp() * 1000)
-        elif isinstance(expiry, int | float) and not isinstance(expiry, bool) and expiry:
+                return default, math.floor(expiry.timestamp() * 1000)
+            except (OverflowError, ValueError, OSError):
+                return default, None
+        if isinstance(expiry, int | float) and expiry:
             return (-1 if expiry < 0 else math.ceil(expiry)), None
-        return self.get_session_cookie_age(), None
+        return default, None
 
     # --- rotation ------------------------------------------------------------
 
@@ -565,29 +600,42 @@ class SessionStore(SessionBase):
     def _never_expires(expiry: Any) -> bool:
         return isinstance(expiry, int | float) and not isinstance(expiry, bool) and expiry < 0
 
+    # Django's own versions trust what is stored (a corrupted value fails the
+    # request) and cannot subtract a naive datetime: they get normal_expiry()'s
+    # value, and the age they give is kept within a real cookie lifetime.
+
     def get_expiry_age(self, **kwargs: Any) -> int:
         expiry = kwargs["expiry"] if "expiry" in kwargs else self.get(EXPIRY_KEY)
-        if self._never_expires(expiry):
-            return NEVER_EXPIRES_COOKIE_AGE
-        return int(super().get_expiry_age(**kwargs))
+        return self._age(super().get_expiry_age, expiry, kwargs)
 
     async def aget_expiry_age(self, **kwargs: Any) -> int:
         expiry = kwargs["expiry"] if "expiry" in kwargs else await self.aget(EXPIRY_KEY)
-        if self._never_expires(expiry):
-            return NEVER_EXPIRES_COOKIE_AGE
-        return int(await super().aget_expiry_age(**kwargs))
+        return self._age(super().get_expiry_age, expiry, kwargs)
 
     def get_expiry_date(self, **kwargs: Any) -> datetime:
         expiry = kwargs["expiry"] if "expiry" in kwargs else self.get(EXPIRY_KEY)
-        if self._never_expires(expiry):
-            kwargs["expiry"] = NEVER_EXPIRES_COOKIE_AGE
-        return super().get_expiry_date(**kwargs)
+        return self._date(super().get_expiry_date, expiry, kwargs)
 
     async def aget_expiry_date(self, **kwargs: Any) -> datetime:
         expiry = kwargs["expiry"] if "expiry" in kwargs else await self.aget(EXPIRY_KEY)
+        return self._date(super().get_expiry_date, expiry, kwargs)
+
+    def _age(self, django: Callable[..., Any], expiry: Any, kwargs: dict[str, Any]) -> int:
+        # ``django`` is SessionBase's sync version: given ``expiry``, it does no I/O.
+        expiry = normal_expiry(expiry)
         if self._never_expires(expiry):
-            kwargs["expiry"] = NEVER_EXPIRES_COOKIE_AGE
-        return await super().aget_expiry_date(**kwargs)
+            return NEVER_EXPIRES_COOKIE_AGE
+        age = int(django(**{**kwargs, "expiry": expiry}))
+        return min(age, MAX_INACTIVE_SECONDS)
+
+    def _date(self, django: Callable[..., Any], expiry: Any, kwargs: dict[str, Any]) -> datetime:
+        expiry = normal_expiry(expiry)
+        if self._never_expires(expiry):
+            expiry = NEVER_EXPIRES_COOKIE_AGE
+        elif isinstance(expiry, datetime):
+            return expiry
+        result: datetime = django(**{**kwargs, "expiry": expiry})
+        return result
 
     # --- housekeeping --------------------------------------------------------
 

@@ -12,21 +12,31 @@ local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then return nil end
 if redis.call('EXISTS', KEYS[2]) == 0 then return nil end
 
+-- An integer field as the engine writes it: digits with maybe a minus sign,
+-- few enough for Lua to compute with exactly and to print back as digits
+-- (tonumber alone takes "inf", "1e300", "0x10" and "1.5").
+local function int(value)
+  if #value > 15 or not string.match(value, '^%-?%d+$') then return nil end
+  return tonumber(value)
+end
+
 local now = tonumber(ARGV[1])
 local accessed, max_inactive, expires_at, created, accessed_at
 local malformed = false
 for i = 1, #fields, 2 do
   local name, value = fields[i], fields[i + 1]
-  if name == 'accessed' then accessed = tonumber(value); accessed_at = i + 1
-  elseif name == 'max_inactive' then max_inactive = tonumber(value)
-  elseif name == 'created' then created = tonumber(value)
-  elseif name == 'expires_at' or name == 'bucket' then
-    if tonumber(value) == nil then malformed = true end
-    if name == 'expires_at' then expires_at = tonumber(value) end
+  if name == 'accessed' then accessed = int(value); accessed_at = i + 1
+  elseif name == 'max_inactive' then max_inactive = int(value)
+  elseif name == 'created' then created = int(value)
+  elseif name == 'expires_at' or name == 'bucket' or name == 'renewed' then
+    if int(value) == nil then malformed = true end
+    if name == 'expires_at' then expires_at = int(value) end
   end
 end
--- Unreadable metadata: report it and write nothing (no TTL is slid).
-if malformed or accessed == nil or max_inactive == nil or created == nil then
+-- Unreadable metadata: report it and write nothing (no TTL is slid). An idle
+-- timeout past 10^10 s (centuries) is one no save writes.
+if malformed or accessed == nil or max_inactive == nil or created == nil
+   or max_inactive > 10000000000 then
   return {'corrupt', fields}
 end
 

@@ -11,19 +11,26 @@
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 
+-- The integer check of load.lua (see there).
+local function int(value)
+  if not value or #value > 15 or not string.match(value, '^%-?%d+$') then return nil end
+  return tonumber(value)
+end
+
 local function touch(hash, shadow)
   if redis.call('EXISTS', shadow) == 0 then return 0 end
-  local meta = redis.pcall('HMGET', hash, 'max_inactive', 'expires_at', 'accessed', 'created', 'bucket')
+  local meta = redis.pcall(
+    'HMGET', hash, 'max_inactive', 'expires_at', 'accessed', 'created', 'bucket', 'renewed')
   if meta.err then return -1 end
-  local max_inactive, expires_at = tonumber(meta[1]), tonumber(meta[2])
-  local accessed = tonumber(meta[3])
+  local max_inactive, expires_at, accessed = int(meta[1]), int(meta[2]), int(meta[3])
   if not meta[1] and not meta[3] and not meta[4] and redis.call('EXISTS', hash) == 0 then
     return 0  -- the shadow key outlived the hash: ended
   end
   -- Metadata that load.lua would not read: corrupt, left as it is (a touch
   -- must not make a session that loads treat as absent readable again).
-  if max_inactive == nil or accessed == nil or tonumber(meta[4]) == nil
-     or (meta[2] and expires_at == nil) or (meta[5] and tonumber(meta[5]) == nil) then
+  if max_inactive == nil or accessed == nil or int(meta[4]) == nil
+     or (meta[2] and expires_at == nil) or (meta[5] and int(meta[5]) == nil)
+     or (meta[6] and int(meta[6]) == nil) or max_inactive > 10000000000 then
     return -1
   end
   -- Over by the clock, though Redis has not expired the shadow key yet.
