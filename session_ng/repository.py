@@ -53,9 +53,16 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ClusterDownError,
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
+    # Full (maxmemory reached, noeviction): it refuses every write, the
+    # sliding of an idle timer on a read included.
+    redis.exceptions.OutOfMemoryError,
     # redis-py's Cluster client gave up (its retries and redirections ran out).
     redis.exceptions.ClusterError,
 )
+# Replies that redis-py gives no class of their own and that also mean "not
+# now": writes stopped after a failed snapshot, a script or module busy, too
+# few replicas for min-replicas-to-write.
+UNAVAILABLE_REPLIES = ("MISCONF ", "BUSY ", "NOREPLICAS ")
 try:  # Sentinel's own "no primary" error lives in the sentinel module.
     from redis.sentinel import MasterNotFoundError
 
@@ -137,6 +144,8 @@ def cluster_unreachable(exc: redis.exceptions.RedisClusterException) -> bool:
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis is unavailable (as opposed to a bug)."""
     if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(UNAVAILABLE_REPLIES):
         return True
     return isinstance(exc, redis.exceptions.RedisClusterException) and cluster_unreachable(exc)
 

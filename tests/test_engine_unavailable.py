@@ -121,3 +121,38 @@ def test_a_view_that_handles_the_outage_keeps_its_answer(down: str) -> None:
     response = SessionMiddleware(view)(request)
     assert (response.status_code, response.content) == (200, b"degraded but fine")
     assert "sessionid" not in response.cookies
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        # Full: maxmemory reached with noeviction refuses every write.
+        [("maxmemory", "1"), ("maxmemory-policy", "noeviction")],
+        # Too few replicas for min-replicas-to-write (NOREPLICAS): refused
+        # like MISCONF, which a failed snapshot gives and a test cannot.
+        [("min-replicas-to-write", "1")],
+    ],
+)
+def test_a_redis_that_refuses_writes_is_unavailable_too(redis_server, setup) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    s = SessionStore()
+    s["a"] = 1
+    s.save()
+    admin = redis.Redis.from_url(redis_server.url)
+    before = {name: admin.config_get(name)[name] for name, _ in setup}
+    try:
+        for name, value in setup:
+            admin.config_set(name, value)
+        client = Client(raise_request_exception=False)
+        client.cookies["sessionid"] = s.session_key
+        response = client.get("/")
+        assert response.status_code == 503
+        assert "sessionid" not in response.cookies
+        with pytest.raises(SessionStoreUnavailable):
+            SessionStore(s.session_key).load()
+    finally:
+        for name, value in before.items():
+            admin.config_set(name, value)
+        admin.close()
+    assert SessionStore(s.session_key).load() == {"a": 1}  # nothing was lost
