@@ -490,13 +490,28 @@ def peek(ns: str, session_keys: Sequence[str]) -> Operation[dict[str, str | None
     for key in session_keys:
         calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
         calls.append(Command(("HGET", keys.session_hash(ns, key), "user")))
-    replies = yield Batch(calls)
+    # One corrupt session (a hash of the wrong type) must not fail the others.
+    replies = yield Batch(calls, errors_as_values=True)
     alive: dict[str, str | None] = {}
     for i, key in enumerate(session_keys):
-        if replies[2 * i]:
-            user = replies[2 * i + 1]
+        exists, user = replies[2 * i], replies[2 * i + 1]
+        for reply in (exists, user):
+            if isinstance(reply, Exception) and not _wrong_type(reply):
+                raise reply
+        if not exists or isinstance(exists, Exception):
+            continue
+        if isinstance(user, Exception):
+            _log_corrupt(key, "a key of the wrong type")
+            continue  # treated as absent, as a load would
+        try:
             alive[key] = user.decode() if user else None
+        except UnicodeDecodeError:
+            _log_corrupt(key, "unreadable metadata")
     return alive
+
+
+def _wrong_type(reply: Exception) -> bool:
+    return isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply)
 
 
 def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:

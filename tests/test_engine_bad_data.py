@@ -117,3 +117,23 @@ def test_attribute_names_with_odd_characters_round_trip(r: redis.Redis) -> None:
     assert dict(SessionStore(s.session_key).items()) == odd
     assert r.hget(name, "attr:{x}") == b"2"
     assert r.hget(name, "attr:ü".encode()) == b"3"
+
+
+@pytest.mark.parametrize("stored", [b'"abc"', b"{}", b"[1]"])
+@pytest.mark.django_db
+def test_a_user_id_that_is_no_pk_is_dropped_not_a_500(
+    r: redis.Redis, caplog: pytest.LogCaptureFixture, stored: bytes
+) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.get("/")  # a session with a visit counter
+    name = keys.session_hash("session_ng", client.cookies["sessionid"].value)
+    r.hset(name, "attr:_auth_user_id", stored)
+    r.hset(name, "attr:_auth_user_backend", b'"django.contrib.auth.backends.ModelBackend"')
+    with caplog.at_level(logging.WARNING, logger="django.security.SuspiciousSession"):
+        response = client.get("/api/session/")
+    assert response.status_code == 200
+    assert response.json()["user"] is None  # anonymous
+    assert "is no user id" in caplog.text
+    assert r.hget(name, "attr:_auth_user_id") == stored  # left as it is

@@ -164,6 +164,31 @@ def test_the_account_switcher_prunes_dead_aliases(r: redis.Redis) -> None:
     assert cookie(client) == alice_key
 
 
+@pytest.mark.parametrize("corruption", ["user not UTF-8", "user not a pk", "hash of wrong type"])
+def test_one_corrupt_alias_does_not_break_the_account_switcher(
+    r: redis.Redis, corruption: str
+) -> None:
+    client = Client()
+    client.post("/login/", ALICE)
+    client.post("/login/?_s=1", BOB)
+    bob_key = parse_cookie(cookie(client))["1"]
+    name = keys.session_hash("session_ng", bob_key)
+    if corruption == "user not UTF-8":
+        r.hset(name, "user", b"\xff\xfe")
+    elif corruption == "user not a pk":
+        r.hset(name, "user", "abc")
+    else:
+        r.delete(name)
+        r.set(name, "junk")
+    response = client.get("/")
+    assert response.status_code == 200
+    accounts = [(a.alias, a.user and a.user.username) for a in response.context["session_accounts"]]
+    if corruption == "user not a pk":
+        assert accounts == [("0", "alice"), ("1", None)]  # shown, as anonymous
+    else:
+        assert accounts == [("0", "alice")]  # treated as absent, as a load would
+
+
 def test_the_account_switcher_costs_one_round_trip_for_all_aliases(roundtrips) -> None:  # type: ignore[no-untyped-def]
     counts = []
     for n in (2, 4):

@@ -81,6 +81,24 @@ def normal_expiry(expiry: Any, aware: bool | None = None) -> Any:
     return None
 
 
+def _valid_user_id(value: Any) -> bool:
+    """Whether ``value`` can be the user model's primary key (True when
+    django.contrib.auth is not installed: then nothing reads it)."""
+    from django.core.exceptions import ImproperlyConfigured, ValidationError
+
+    try:
+        from django.contrib.auth import get_user_model
+
+        pk: Any = get_user_model()._meta.pk
+    except (ImproperlyConfigured, LookupError):
+        return True
+    try:
+        pk.to_python(value)
+    except (ValidationError, TypeError, ValueError):
+        return False
+    return True
+
+
 # os.urandom bytes below 252 (= 7 * 36) map uniformly onto the 36 characters
 # Django uses for keys; the rest are discarded (rejection sampling, no bias).
 _KEY_TABLE = bytes(VALID_KEY_CHARS.encode()[i % 36] for i in range(256))
@@ -284,6 +302,15 @@ class SessionStore(SessionBase):
                 )
                 continue
             good[name] = raw
+        if USER_KEY in data and not _valid_user_id(data[USER_KEY]):
+            # Django's auth would fail the request on it (its own engines sign
+            # their data; Redis does not): dropped like an undecodable value.
+            security_logger.warning(
+                "Session data corrupted: attribute %r of session %s is no user id",
+                USER_KEY,
+                record.session_key[:6] + "…",
+            )
+            del data[USER_KEY], good[USER_KEY]
         return data, good
 
     # --- events --------------------------------------------------------------
