@@ -300,10 +300,17 @@ class SessionMiddleware:
                         session.get_expire_at_browser_close(), session.get_expiry_age()
                     )
                 if plan.save and len(sessions) > 1 and max_age is not None:
-                    # The cookie carries other sessions too: never shorten it
-                    # below the default lifetime because of this one.
-                    max_age = max(max_age, settings.SESSION_COOKIE_AGE)
-                    expires = http_date(time.time() + max_age)
+                    if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE:
+                        # The cookie carries other sessions, which end with
+                        # the browser: so does the cookie. This session's own
+                        # life is still kept by Redis.
+                        max_age, expires = None, None
+                    else:
+                        # The cookie carries other sessions too: never
+                        # shorten it below the default lifetime because of
+                        # this one.
+                        max_age = max(max_age, settings.SESSION_COOKIE_AGE)
+                        expires = http_date(time.time() + max_age)
                 response.set_cookie(
                     settings.SESSION_COOKIE_NAME,
                     format_cookie(sessions),

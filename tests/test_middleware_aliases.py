@@ -278,6 +278,24 @@ def test_a_browser_session_cookie_stays_one_when_another_alias_logs_out(settings
     assert morsel["expires"] == ""
 
 
+def test_one_aliases_own_expiry_does_not_make_a_browser_session_cookie_persistent(
+    settings,
+) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+    client = Client()
+    client.post("/login/", ALICE)
+    client.post("/login/?_s=1", BOB)
+    response = client.get("/chat/?_s=1")  # set_expiry(60) on bob's session
+    morsel = response.cookies["sessionid"]
+    assert set(parse_cookie(morsel.value)) == {"0", "1"}
+    assert morsel["max-age"] == ""  # still ends with the browser, alice's too
+    assert morsel["expires"] == ""
+    # Without the setting, the cookie is never shorter than the default.
+    settings.SESSION_EXPIRE_AT_BROWSER_CLOSE = False
+    response = client.get("/chat/?_s=1")
+    assert response.cookies["sessionid"]["max-age"] == 1209600
+
+
 def test_a_redirect_that_names_an_alias_is_left_alone() -> None:
     def view(request: HttpRequest) -> HttpResponse:
         request.session["seen"] = True
