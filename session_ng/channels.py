@@ -206,16 +206,12 @@ class SessionRefreshMixin:
             return self._session_ng_aconnect(message)
         super().websocket_connect(message)  # type: ignore[misc]
         # connect() may have logged the socket in (a token, say): follow the key.
-        moved = self._session_ng_followed()
-        if moved is not None:
-            self._session_ng_move(*moved)
+        self._session_ng_follow()
         return None
 
     async def _session_ng_aconnect(self, message: dict[str, Any]) -> None:
         await super().websocket_connect(message)  # type: ignore[misc]
-        moved = self._session_ng_followed()
-        if moved is not None:
-            await self._session_ng_amove(*moved)
+        await self._session_ng_follow()
 
     def _session_ng_group(self) -> str | None:
         """The session's group, or None (anonymous, or no layer to join)."""
@@ -263,6 +259,14 @@ class SessionRefreshMixin:
         if new is None or new == joined:
             return None
         return joined, new
+
+    def _session_ng_follow(self) -> Any:
+        """Move to the new key's group if the key changed since the socket
+        joined (awaitable for an async consumer, as ``_session_ng_move``)."""
+        moved = self._session_ng_followed()
+        if moved is None:
+            return None if isinstance(self, SyncConsumer) else _nothing()
+        return self._session_ng_move(*moved)
 
     def _session_ng_move(self, old: str | None, new: str) -> Any:
         """Leave the old key's group for the new key's."""
@@ -341,9 +345,7 @@ class SessionRefreshMixin:
                 async_to_sync(self.channel_layer.group_add)(stale, self.channel_name)
         super().websocket_receive(message)  # type: ignore[misc]
         # The handler may have logged in over the socket (a new key): follow it.
-        moved = self._session_ng_followed()
-        if moved is not None:
-            self._session_ng_move(*moved)
+        self._session_ng_follow()
         return None
 
     async def _session_ng_areceive(self, message: dict[str, Any]) -> None:
@@ -359,9 +361,7 @@ class SessionRefreshMixin:
             if stale is not None:
                 await self.channel_layer.group_add(stale, self.channel_name)  # type: ignore[attr-defined]
         await super().websocket_receive(message)  # type: ignore[misc]
-        moved = self._session_ng_followed()
-        if moved is not None:
-            await self._session_ng_amove(*moved)
+        await self._session_ng_follow()
 
     def _session_ng_stale_group(self) -> str | None:
         """The joined group, when the layer may be about to forget this socket

@@ -42,17 +42,14 @@ class TouchQueue:
                     await self._send_one()
                 finally:
                     self.sending = False
-                    self._drain_later(loop)
+                    if self.waiting:
+                        self.sending = True
+                        self._drainer = loop.create_task(self._drain())
             return await future
         except asyncio.CancelledError:
             # Nobody will read this touch's answer (or error) now.
             future.cancel()
             raise
-
-    def _drain_later(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.waiting and not self.sending:
-            self.sending = True
-            self._drainer = loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         try:

@@ -219,10 +219,33 @@ async def test_the_consumers_interval_wins_over_the_setting(settings, roundtrips
     await comm.disconnect()
 
 
-async def test_auth_stack_gives_the_user(django_user_model) -> None:  # type: ignore[no-untyped-def]
+class WhoAmI(SessionRefreshMixin, AsyncWebsocketConsumer):
+    """Says who ``scope["user"]`` is once connected."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope["user"]
+        await self.send(text_data=user.get_username() if user.is_authenticated else "(anonymous)")
+
+
+async def who_am_i(session_key: str) -> str:
+    """What WhoAmI says behind AuthMiddlewareStack to a browser with this cookie."""
+    comm = WebsocketCommunicator(
+        AuthMiddlewareStack(WhoAmI.as_asgi()),
+        "/ws/",
+        headers=[(b"cookie", f"sessionid={session_key}".encode())],
+    )
+    await comm.connect()
+    said: str = await comm.receive_from()
+    await comm.disconnect()
+    return said
+
+
+async def signed_in(username: str, django_user_model: Any) -> str:
+    """The key of a session in which a new user ``username`` is logged in."""
     from asgiref.sync import sync_to_async
 
-    user = await sync_to_async(django_user_model.objects.create_user)("alice", password="x")
+    user = await sync_to_async(django_user_model.objects.create_user)(username, password="x")
     s = SessionStore()
     await s.aupdate(
         {
@@ -232,19 +255,12 @@ async def test_auth_stack_gives_the_user(django_user_model) -> None:  # type: ig
         }
     )
     await s.asave()
+    assert s.session_key is not None
+    return s.session_key
 
-    class WhoAmI(SessionRefreshMixin, AsyncWebsocketConsumer):
-        async def connect(self) -> None:
-            await self.accept()
-            await self.send(text_data=self.scope["user"].get_username())
 
-    app = AuthMiddlewareStack(WhoAmI.as_asgi())
-    comm = WebsocketCommunicator(
-        app, "/ws/", headers=[(b"cookie", f"sessionid={s.session_key}".encode())]
-    )
-    await comm.connect()
-    assert await comm.receive_from() == "alice"
-    await comm.disconnect()
+async def test_auth_stack_gives_the_user(django_user_model) -> None:  # type: ignore[no-untyped-def]
+    assert await who_am_i(await signed_in("alice", django_user_model)) == "alice"
 
 
 # --- closing at once, through the channel layer's groups ----------------------------
@@ -689,48 +705,18 @@ async def test_a_long_lived_socket_renews_its_group_membership(settings) -> None
 async def test_auth_stack_accepts_a_session_signed_with_a_fallback_key(  # type: ignore[no-untyped-def]
     settings, django_user_model
 ) -> None:
-    from asgiref.sync import sync_to_async
-
-    user = await sync_to_async(django_user_model.objects.create_user)("bea", password="x")
-    s = SessionStore()
-    await s.aupdate(
-        {
-            "_auth_user_id": str(user.pk),
-            "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
-            "_auth_user_hash": user.get_session_auth_hash(),
-        }
-    )
-    await s.asave()
+    key = await signed_in("bea", django_user_model)
     # SECRET_KEY rotated since the user logged in.
     settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
     settings.SECRET_KEY = "a-new-secret-key-for-the-rotation-test-0123456789"
-
-    class WhoAmI(SessionRefreshMixin, AsyncWebsocketConsumer):
-        async def connect(self) -> None:
-            await self.accept()
-            await self.send(text_data=self.scope["user"].get_username())
-
-    def connect() -> WebsocketCommunicator:
-        return WebsocketCommunicator(
-            AuthMiddlewareStack(WhoAmI.as_asgi()),
-            "/ws/",
-            headers=[(b"cookie", f"sessionid={s.session_key}".encode())],
-        )
-
-    comm = connect()
-    await comm.connect()
-    assert await comm.receive_from() == "bea"
-    await comm.disconnect()
+    assert await who_am_i(key) == "bea"
     # Not rotated (the browser's cookie could not follow) and not flushed.
-    assert await SessionStore().aexists(s.session_key) is True
+    assert await SessionStore().aexists(key) is True
 
     # A hash no key matches (the password changed): flushed, as Django does.
     settings.SECRET_KEY_FALLBACKS = []
-    comm = connect()
-    await comm.connect()
-    assert await comm.receive_from() == ""
-    await comm.disconnect()
-    assert await SessionStore().aexists(s.session_key) is False
+    assert await who_am_i(key) == "(anonymous)"
+    assert await SessionStore().aexists(key) is False
 
 
 async def test_auth_stack_treats_an_unreadable_user_id_as_anonymous() -> None:
@@ -742,18 +728,6 @@ async def test_auth_stack_treats_an_unreadable_user_id_as_anonymous() -> None:
         }
     )
     await s.asave()
-
-    class WhoAmI(SessionRefreshMixin, AsyncWebsocketConsumer):
-        async def connect(self) -> None:
-            await self.accept()
-            await self.send(text_data=str(self.scope["user"].is_authenticated))
-
-    comm = WebsocketCommunicator(
-        AuthMiddlewareStack(WhoAmI.as_asgi()),
-        "/ws/",
-        headers=[(b"cookie", f"sessionid={s.session_key}".encode())],
-    )
-    await comm.connect()
-    assert await comm.receive_from() == "False"
-    await comm.disconnect()
+    assert s.session_key is not None
+    assert await who_am_i(s.session_key) == "(anonymous)"
     assert await SessionStore().aexists(s.session_key) is True  # kept, only not trusted
