@@ -49,7 +49,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from bench.record import MarkersMissing, check, record
-from bench.tables import grid, package_version
+from bench.tables import grid, package_version, recorded_at, redis_server_version
 from testproject.redis_server import RedisServer
 
 if TYPE_CHECKING:
@@ -469,10 +468,9 @@ def memory_table(sizes: list[Size]) -> list[str]:
 
 
 def environment(client: redis.Redis) -> str:
-    server = client.info("server")["redis_version"]
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    server = redis_server_version(client)
     return (
-        f"{now}; Python {platform.python_version()}, Django {package_version('Django')}, "
+        f"{recorded_at()}; Python {platform.python_version()}, Django {package_version('Django')}, "
         f"redis-py {package_version('redis')} (hiredis {package_version('hiredis')}), "
         f"redis-server {server}; {os.cpu_count()} CPUs"
     )

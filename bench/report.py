@@ -6,13 +6,10 @@ import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-import redis
 
 from bench.engines import CACHE, OURS, Engine
 from bench.measure import KINDS, WRITES, EngineFigures
-from bench.tables import grid, package_version
+from bench.tables import grid, package_version, recorded_at, redis_server_version_at
 
 Results = dict[Engine, EngineFigures]
 
@@ -146,14 +143,9 @@ def targets(results: Results) -> list[str]:
 
 
 def environment(redis_url: str) -> str:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        server = client.info("server")["redis_version"]
-    finally:
-        client.close()
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    server = redis_server_version_at(redis_url)
     return (
-        f"{now}; Python {platform.python_version()}, Django {package_version('Django')}, "
+        f"{recorded_at()}; Python {platform.python_version()}, Django {package_version('Django')}, "
         f"redis-py {package_version('redis')} (hiredis {package_version('hiredis')}), "
         f"django-redis {package_version('django-redis')}, "
         f"django-redis-sessions {package_version('django-redis-sessions')}, "

@@ -1,10 +1,14 @@
-"""Plain-text tables and version strings shared by ``bench``, ``bench.growth``
-and ``loadtest`` (light: imports neither Django nor the benchmarks)."""
+"""Plain-text tables, version strings and time stamps shared by ``bench``,
+``bench.growth`` and ``loadtest`` (light: imports neither Django nor the
+benchmarks)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+
+import redis
 
 
 def grid(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -28,3 +32,20 @@ def package_version(name: str, missing: str = "not installed") -> str:
         return version(name)
     except PackageNotFoundError:
         return missing
+
+
+def recorded_at() -> str:
+    """The time a table is recorded, as its last line gives it."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def redis_server_version(client: redis.Redis) -> str:
+    return str(client.info("server")["redis_version"])
+
+
+def redis_server_version_at(redis_url: str) -> str:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return redis_server_version(client)
+    finally:
+        client.close()

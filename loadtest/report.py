@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
-from datetime import UTC, datetime
 from pathlib import Path
 
-import redis
-
-from bench.tables import grid, package_version
+from bench.tables import grid, package_version, recorded_at, redis_server_version_at
 from loadtest.run import Config, Result
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.rst"
@@ -34,14 +31,10 @@ def _cpu_model() -> str:
 
 
 def environment(redis_url: str, wrk_version: str) -> str:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        server = client.info("server")["redis_version"]
-    finally:
-        client.close()
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    server = redis_server_version_at(redis_url)
     return (
-        f"{now}; {os.cpu_count()} CPUs ({_cpu_model()}); Python {platform.python_version()}, "
+        f"{recorded_at()}; {os.cpu_count()} CPUs ({_cpu_model()}); "
+        f"Python {platform.python_version()}, "
         f"Django {_package('Django')}, gunicorn {_package('gunicorn')}, "
         f"redis-py {_package('redis')} (hiredis {_package('hiredis')}), "
         f"django-redis {_package('django-redis')}, redis-server {server}, wrk {wrk_version}"
