@@ -35,16 +35,23 @@ typecheck: $(STAMP)
 	  || $(BIN)/python -m pip install --quiet "django-stubs>=6.0,<7"
 	$(BIN)/mypy
 
+# $(call debian_tool,COMMAND,OVERRIDE,WHO): COMMAND (also its Debian package's
+# name) is installed with apt-get when it is missing and we are root; otherwise
+# WHO is told what to install. Setting the variable OVERRIDE (to the tool's
+# path) skips the lookup.
+define debian_tool
+@command -v $(1) >/dev/null || [ -n "$$$(2)" ] || { \
+  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+  else \
+    echo "$(3) $(1): apt-get install $(1) (or set $(2)=/path)"; exit 1; \
+  fi; }
+endef
+
 # The browser tests drive Debian's Chromium through Playwright (never Playwright's
-# own browser download). Installed here when missing and we are root; otherwise
-# say what to install. CHROMIUM=/path/to/chromium overrides the lookup.
+# own browser download). CHROMIUM=/path/to/chromium overrides the lookup.
 chromium:
-	@command -v chromium >/dev/null || [ -n "$$CHROMIUM" ] || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else \
-	    echo "The browser tests need Chromium: apt-get install chromium (or set CHROMIUM=/path)"; exit 1; \
-	  fi; }
+	$(call debian_tool,chromium,CHROMIUM,The browser tests need)
 
 # The whole suite against one redis-server, then the backend contract (every
 # test not marked standalone) against a local Redis Cluster and a Sentinel set.
@@ -70,12 +77,7 @@ bench-breakdown: $(STAMP)
 # The load generator of `make loadtest`, installed like chromium above.
 # WRK=/path/to/wrk overrides the lookup.
 wrk:
-	@command -v wrk >/dev/null || [ -n "$$WRK" ] || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
-	  else \
-	    echo "The load test needs wrk: apt-get install wrk (or set WRK=/path)"; exit 1; \
-	  fi; }
+	$(call debian_tool,wrk,WRK,The load test needs)
 
 loadtest: $(STAMP) wrk
 	$(BIN)/python -m loadtest
