@@ -33,6 +33,7 @@ from session_ng.aliases import DEFAULT_ALIAS, is_valid_alias, parse_cookie
 from session_ng.backends.redis import SessionStore, now_ms
 from session_ng.conf import conf
 from session_ng.socket_groups import group_name
+from session_ng.users import user_pk
 
 Scope = dict[str, Any]
 logger = logging.getLogger("session_ng.channels")
@@ -129,17 +130,12 @@ def _user_of(scope: Scope) -> Any:
         load_backend,
     )
     from django.contrib.auth.models import AnonymousUser
-    from django.core.exceptions import ValidationError
     from django.utils.crypto import constant_time_compare
 
     session = scope["session"]
-    try:
-        pk: Any = get_user_model()._meta.pk  # typed Optional by some django-stubs
-        user_id = pk.to_python(session[SESSION_KEY])
-        backend_path = session[BACKEND_SESSION_KEY]
-    except (KeyError, ValidationError, TypeError, ValueError):
-        return AnonymousUser()
-    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+    user_id = user_pk(get_user_model(), session.get(SESSION_KEY))
+    backend_path = session.get(BACKEND_SESSION_KEY)
+    if user_id is None or backend_path not in settings.AUTHENTICATION_BACKENDS:
         return AnonymousUser()
     user = load_backend(backend_path).get_user(user_id)
     if user is None:

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
+
+from session_ng.users import user_pk
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def accounts(request: HttpRequest) -> dict[str, Any]:
     def build() -> list[Account]:
         users = manager.users()
         model = get_user_model()
-        ids = {pk for uid in users.values() if (pk := _user_pk(model, uid)) is not None}
+        ids = {pk for uid in users.values() if (pk := user_pk(model, uid)) is not None}
         by_pk = {str(pk): u for pk, u in model._default_manager.in_bulk(list(ids)).items()}
         return [
             Account(
@@ -45,17 +46,6 @@ def accounts(request: HttpRequest) -> dict[str, Any]:
         ]
 
     return {"session_accounts": SimpleLazyObject(build)}
-
-
-def _user_pk(model: Any, user_id: str | None) -> Any:
-    """``user_id`` as the user model's primary key, or None when it is not one
-    (stored data is not trusted: such a session shows as anonymous)."""
-    if user_id is None:
-        return None
-    try:
-        return model._meta.pk.to_python(user_id)
-    except (ValidationError, TypeError, ValueError):
-        return None
 
 
 def _order_key(alias: str) -> tuple[int, int, str]:

@@ -119,7 +119,7 @@ def test_attribute_names_with_odd_characters_round_trip(r: redis.Redis) -> None:
     assert r.hget(name, "attr:ü".encode()) == b"3"
 
 
-@pytest.mark.parametrize("stored", [b'"abc"', b"{}", b"[1]"])
+@pytest.mark.parametrize("stored", [b'"abc"', b"{}", b"[1]", b"99999999999999999999999"])
 @pytest.mark.django_db
 def test_a_user_id_that_is_no_pk_is_dropped_not_a_500(
     r: redis.Redis, caplog: pytest.LogCaptureFixture, stored: bytes

@@ -164,7 +164,10 @@ def test_the_account_switcher_prunes_dead_aliases(r: redis.Redis) -> None:
     assert cookie(client) == alice_key
 
 
-@pytest.mark.parametrize("corruption", ["user not UTF-8", "user not a pk", "hash of wrong type"])
+CORRUPTIONS = ["user not UTF-8", "user not a pk", "user past the pk range", "hash of wrong type"]
+
+
+@pytest.mark.parametrize("corruption", CORRUPTIONS)
 def test_one_corrupt_alias_does_not_break_the_account_switcher(
     r: redis.Redis, corruption: str
 ) -> None:
@@ -177,13 +180,15 @@ def test_one_corrupt_alias_does_not_break_the_account_switcher(
         r.hset(name, "user", b"\xff\xfe")
     elif corruption == "user not a pk":
         r.hset(name, "user", "abc")
+    elif corruption == "user past the pk range":
+        r.hset(name, "user", "9" * 25)
     else:
         r.delete(name)
         r.set(name, "junk")
     response = client.get("/")
     assert response.status_code == 200
     accounts = [(a.alias, a.user and a.user.username) for a in response.context["session_accounts"]]
-    if corruption == "user not a pk":
+    if corruption in ("user not a pk", "user past the pk range"):
         assert accounts == [("0", "alice"), ("1", None)]  # shown, as anonymous
     else:
         assert accounts == [("0", "alice")]  # treated as absent, as a load would

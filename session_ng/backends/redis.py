@@ -30,6 +30,7 @@ from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
 from session_ng.repository import Corrupt, Record, SavePlan
 from session_ng.signals import session_created, session_deleted, session_rotated
+from session_ng.users import user_pk
 
 R = TypeVar("R")
 security_logger = logging.getLogger("django.security.SuspiciousSession")
@@ -84,19 +85,15 @@ def normal_expiry(expiry: Any, aware: bool | None = None) -> Any:
 def _valid_user_id(value: Any) -> bool:
     """Whether ``value`` can be the user model's primary key (True when
     django.contrib.auth is not installed: then nothing reads it)."""
-    from django.core.exceptions import ImproperlyConfigured, ValidationError
+    from django.core.exceptions import ImproperlyConfigured
 
     try:
         from django.contrib.auth import get_user_model
 
-        pk: Any = get_user_model()._meta.pk
+        model = get_user_model()
     except (ImproperlyConfigured, LookupError):
         return True
-    try:
-        pk.to_python(value)
-    except (ValidationError, TypeError, ValueError):
-        return False
-    return True
+    return user_pk(model, value) is not None
 
 
 # os.urandom bytes below 252 (= 7 * 36) map uniformly onto the 36 characters
