@@ -760,6 +760,8 @@ class SweepReport:
 
 
 SWEEP_BATCH = 500
+# Minutes whose buckets a catching-up sweep looks for in one round trip.
+SWEEP_SCAN_MINUTES = 240
 # Buckets live BUCKET_KEEP_MS past their minute; older ones are gone already.
 SWEEP_LOOKBACK_MINUTES = BUCKET_KEEP_MS // MINUTE_MS + 1
 
@@ -780,57 +782,82 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
     first = due - SWEEP_LOOKBACK_MINUTES
     if cursor is not None:
         first = max(first, int(cursor) + 1)
-    for minute in range(first, due + 1):
-        bucket_key = keys.expiration_bucket(ns, minute)
-        members = yield Command(("SMEMBERS", bucket_key))
-        session_keys = sorted(m.decode() for m in members)
-        for start in range(0, len(session_keys), SWEEP_BATCH):
-            chunk = [
-                k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)
-            ]
-            report.dropped += min(SWEEP_BATCH, len(session_keys) - start) - len(chunk)
-            if not chunk:
-                continue
-            replies = yield Batch(
+    minutes = range(first, due + 1)
+    for start in range(0, len(minutes), SWEEP_SCAN_MINUTES):
+        span = minutes[start : start + SWEEP_SCAN_MINUTES]
+        if len(span) == 1:
+            filled = list(span)  # the usual sweep: one new minute, read at once
+        else:
+            # Catching up (a first sweep, a worker back after a while): most
+            # of these buckets are empty or gone. One round trip finds the
+            # others, instead of two for every minute of up to a day, which
+            # kept a starting worker from its notifications for a second.
+            found = yield Batch(
+                [Command(("EXISTS", keys.expiration_bucket(ns, minute))) for minute in span]
+            )
+            filled = [minute for minute, exists in zip(span, found, strict=True) if exists]
+        for minute in filled:
+            yield from _sweep_bucket(ns, now, minute, report)
+            yield Batch(
                 [
-                    Eval(
-                        SWEEP_MEMBER,
-                        (keys.session_hash(ns, k), keys.session_shadow(ns, k)),
-                        (now,),
-                    )
-                    for k in chunk
+                    Command(("DEL", keys.expiration_bucket(ns, minute))),
+                    Command(("SET", cursor_key, minute)),
                 ]
             )
-            follow_up: list[Command] = []
-            for session_key, reply in zip(chunk, replies, strict=True):
-                status = reply[0]
-                if status == b"alive":
-                    report.refiled += 1
-                    new_minute, user = reply[1].decode(), reply[2].decode()
-                    if new_minute:
-                        new_bucket = keys.expiration_bucket(ns, int(new_minute))
-                        follow_up.append(Command(("SADD", new_bucket, session_key)))
-                        expire_at = int(new_minute) * MINUTE_MS + BUCKET_KEEP_MS
-                        follow_up.append(Command(("PEXPIREAT", new_bucket, expire_at)))
-                        if user:
-                            # Keep the index alive as long as this session.
-                            follow_up.append(
-                                Command(("PEXPIREAT", keys.user_index(ns, user), expire_at, "GT"))
-                            )
-                elif status == b"expired":
-                    record = parse_record(session_key, reply[1])
-                    report.expired.append(Ended(session_key, record))
-                    if isinstance(record, Record) and record.user:
-                        follow_up.append(
-                            Command(("SREM", keys.user_index(ns, record.user), session_key))
-                        )
-                else:
-                    report.vanished.append(session_key)
-            if follow_up:
-                yield Batch(follow_up)
-        yield Batch([Command(("DEL", bucket_key)), Command(("SET", cursor_key, minute))])
-        report.buckets += 1
+        if not filled or filled[-1] != span[-1]:
+            yield Command(("SET", cursor_key, span[-1]))
+        report.buckets += len(span)
     return report
+
+
+def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operation[None]:
+    """Sweep the members of one bucket into ``report`` (the bucket is left)."""
+    members = yield Command(("SMEMBERS", keys.expiration_bucket(ns, minute)))
+    session_keys = sorted(m.decode() for m in members)
+    for start in range(0, len(session_keys), SWEEP_BATCH):
+        chunk = [
+            k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)
+        ]
+        report.dropped += min(SWEEP_BATCH, len(session_keys) - start) - len(chunk)
+        if not chunk:
+            continue
+        replies = yield Batch(
+            [
+                Eval(
+                    SWEEP_MEMBER,
+                    (keys.session_hash(ns, k), keys.session_shadow(ns, k)),
+                    (now,),
+                )
+                for k in chunk
+            ]
+        )
+        follow_up: list[Command] = []
+        for session_key, reply in zip(chunk, replies, strict=True):
+            status = reply[0]
+            if status == b"alive":
+                report.refiled += 1
+                new_minute, user = reply[1].decode(), reply[2].decode()
+                if new_minute:
+                    new_bucket = keys.expiration_bucket(ns, int(new_minute))
+                    follow_up.append(Command(("SADD", new_bucket, session_key)))
+                    expire_at = int(new_minute) * MINUTE_MS + BUCKET_KEEP_MS
+                    follow_up.append(Command(("PEXPIREAT", new_bucket, expire_at)))
+                    if user:
+                        # Keep the index alive as long as this session.
+                        follow_up.append(
+                            Command(("PEXPIREAT", keys.user_index(ns, user), expire_at, "GT"))
+                        )
+            elif status == b"expired":
+                record = parse_record(session_key, reply[1])
+                report.expired.append(Ended(session_key, record))
+                if isinstance(record, Record) and record.user:
+                    follow_up.append(
+                        Command(("SREM", keys.user_index(ns, record.user), session_key))
+                    )
+            else:
+                report.vanished.append(session_key)
+        if follow_up:
+            yield Batch(follow_up)
 
 
 # --- the worker's operations -------------------------------------------------
