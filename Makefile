@@ -5,6 +5,7 @@
 #   make loadtest  testproject under gunicorn, driven by wrk: session_ng against the cache engine
 #   make bench-growth  a request, a sweep and a user-index query at 1,000 and 1,000,000 sessions
 #   make bench-breakdown  where the time of a read, a write and a websocket refresh goes
+#   make bench-redis  instructions Redis executes per request (valgrind), session_ng against the cache engine
 #   make docs   build the Sphinx docs, warnings as errors
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +15,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck pytest chromium docs bench bench-growth bench-breakdown loadtest wrk demo clean
+.PHONY: install test lint typecheck pytest chromium docs bench bench-growth bench-breakdown bench-redis valgrind loadtest wrk demo clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +74,14 @@ bench-growth: $(STAMP)
 
 bench-breakdown: $(STAMP)
 	$(BIN)/python -m bench.breakdown
+
+# Valgrind counts what Redis executes for bench-redis, installed like chromium.
+# VALGRIND=/path/to/valgrind overrides the lookup (vgdb must be beside it).
+valgrind:
+	$(call debian_tool,valgrind,VALGRIND,The Redis instruction counts need)
+
+bench-redis: $(STAMP) valgrind
+	$(BIN)/python -m bench.redis_work
 
 # The load generator of `make loadtest`, installed like chromium above.
 # WRK=/path/to/wrk overrides the lookup.

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -47,9 +48,13 @@ def find_binary(name: str = "redis-server") -> str:
 class RedisServer:
     """One redis-server process bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, *extra_args: str, port: int | None = None) -> None:
+    def __init__(
+        self, *extra_args: str, port: int | None = None, wrapper: Sequence[str] = ()
+    ) -> None:
         self.port = port or free_port()
         self.extra_args = extra_args
+        # A command to run the server under (bench.redis_work: valgrind).
+        self.wrapper = tuple(wrapper)
         self.dir = Path(tempfile.mkdtemp(prefix="session-ng-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -59,6 +64,7 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> Self:
         args = [
+            *self.wrapper,
             find_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
