@@ -77,9 +77,12 @@ end
 -- loaded, they win, and so does the bucket that request filed the session in.
 local max_inactive_arg, expires_at_arg = ARGV[3], ARGV[4]
 local keep_bucket = false
+-- Whether the hash may hold an expires_at to remove (unknown: assume so).
+local stored_expires_at = mode ~= 'create'
 if mode ~= 'create' and ARGV[12] ~= '1' then
   local stored = redis.call('HMGET', hash, 'max_inactive', 'expires_at')
   local stored_mi, stored_ea = stored[1] or '', stored[2] or ''
+  stored_expires_at = stored[2] ~= false
   if tonumber(stored_mi) ~= nil and (stored_ea == '' or tonumber(stored_ea) ~= nil)
       and (stored_mi ~= max_inactive_arg or stored_ea ~= expires_at_arg) then
     max_inactive_arg, expires_at_arg = stored_mi, stored_ea
@@ -116,7 +119,7 @@ if mode == 'create' then
 end
 if expires_at_arg ~= '' then
   put('expires_at', expires_at_arg)
-elseif mode ~= 'create' then
+elseif stored_expires_at then
   to_delete[#to_delete + 1] = 'expires_at'
 end
 local user_op = ARGV[8]
@@ -164,8 +167,9 @@ if life == nil then
   redis.call('SET', shadow, '')
   redis.call('PERSIST', hash)
 elseif life > 0 then
-  redis.call('SET', shadow, '', 'PX', life)
-  redis.call('PEXPIRE', hash, life + grace)
+  -- string.format: a Lua number argument would be printed as a float.
+  redis.call('SET', shadow, '', 'PX', string.format('%d', life))
+  redis.call('PEXPIRE', hash, string.format('%d', life + grace))
 else
   -- An expiry date already past: the session ends now. The shadow key is
   -- let expire (not deleted) so that this end is reported as an expiry.

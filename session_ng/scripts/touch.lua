@@ -11,10 +11,13 @@
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 
--- The integer check of load.lua (see there).
+-- The integer check of load.lua (see there); nil when absent.
 local function int(value)
-  if not value or #value > 15 or not string.match(value, '^%-?%d+$') then return nil end
-  return tonumber(value)
+  if value and #value <= 15 and string.find(value, '^%-?%d+$') then return tonumber(value) end
+  return nil
+end
+local function bad(value)
+  return value and not (#value <= 15 and string.find(value, '^%-?%d+$'))
 end
 
 local function touch(hash, shadow)
@@ -28,9 +31,9 @@ local function touch(hash, shadow)
   end
   -- Metadata that load.lua would not read: corrupt, left as it is (a touch
   -- must not make a session that loads treat as absent readable again).
-  if max_inactive == nil or accessed == nil or int(meta[4]) == nil
-     or (meta[2] and expires_at == nil) or (meta[5] and int(meta[5]) == nil)
-     or (meta[6] and int(meta[6]) == nil) or max_inactive > 10000000000 then
+  if max_inactive == nil or accessed == nil or not meta[4] or bad(meta[4])
+     or (meta[2] and expires_at == nil) or bad(meta[5]) or bad(meta[6])
+     or max_inactive > 10000000000 then
     return -1
   end
   -- Over by the clock, though Redis has not expired the shadow key yet.
@@ -43,9 +46,9 @@ local function touch(hash, shadow)
   if max_inactive >= 0 and accessed + max_inactive * 1000 <= now then return 0 end
   redis.call('HSET', hash, 'accessed', ARGV[1])
   if max_inactive >= 0 then
-    local life = max_inactive * 1000
-    redis.call('PEXPIRE', shadow, life)
-    redis.call('PEXPIRE', hash, life + grace)
+    -- As in load.lua: the stored digits as they are, and no float printing.
+    redis.call('EXPIRE', shadow, meta[1])
+    redis.call('PEXPIRE', hash, string.format('%d', max_inactive * 1000 + grace))
   end
   return 1
 end
