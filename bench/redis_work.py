@@ -180,10 +180,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="session-ng-rw-") as tmp:
         out = Path(tmp) / "callgrind.out"
         wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
-        # Started, not entered: __enter__ would start it with the usual
-        # timeout, and Valgrind needs longer.
-        server = RedisServer(wrapper=wrapper).start(timeout=60)
-        try:
+        # Valgrind needs longer than the usual start-up timeout.
+        with RedisServer(wrapper=wrapper).start(timeout=60) as server:
             from bench.settings import configure, prepare_database
 
             configure(server.url, server.port, Path(tmp) / "bench.sqlite3")
@@ -199,8 +197,6 @@ def main() -> int:
             finally:
                 connection.reset()
                 connections.close_all()
-        finally:
-            server.stop()
     print(render(figures, version))
     return 0
 

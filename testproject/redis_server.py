@@ -63,6 +63,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> Self:
+        if self.process is not None and self.process.poll() is None:
+            # Started already (``with RedisServer().start(timeout=60) as s``
+            # enters a started server): a second process would fail to bind
+            # the port, and the first would be left running, unowned.
+            return self
         args = [
             *self.wrapper,
             find_binary(),

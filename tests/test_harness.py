@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 
 from testproject.redis_server import RedisServer, RedisServerMissing
 
@@ -24,3 +25,18 @@ def test_servers_are_private_and_keep_nothing_on_disk(redis_server: RedisServer,
     config = r.config_get("save") | r.config_get("appendonly") | r.config_get("bind")
     assert config == {"save": "", "appendonly": "no", "bind": "127.0.0.1"}
     assert r.config_get("dir")["dir"] == str(redis_server.dir)
+
+
+def test_entering_a_started_server_starts_no_second_one() -> None:
+    # ``with RedisServer().start() as server`` used to start a second process:
+    # it could not bind the port and exited, and the first one, no longer
+    # referenced, was left running after the block.
+    server = RedisServer().start()
+    first = server.process
+    assert first is not None
+    with server as entered:
+        assert entered.process is first
+        client = redis.Redis(port=server.port)
+        assert client.ping() is True
+        client.close()
+    assert first.poll() is not None  # the one process, stopped with the block
