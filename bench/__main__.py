@@ -26,29 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="session-ng-bench-") as tmp:
         # Django can be configured only now that the server's port is known,
         # so everything that imports Django models is imported after this.
-        from bench.settings import configure, prepare_database
+        from bench.settings import prepared
 
-        configure(server.url, server.port, Path(tmp) / "bench.sqlite3")
-        prepare_database()
+        with prepared(server.url, server.port, Path(tmp) / "bench.sqlite3") as user_pks:
+            from bench.engines import ENGINES
+            from bench.measure import measure_all
+            from bench.report import environment, render
+            from bench.websocket import measure_websocket
+            from bench.websocket import render as render_websocket
 
-        from django.db import connections
-
-        from bench.client import prepare_login
-        from bench.engines import ENGINES
-        from bench.measure import measure_all
-        from bench.report import environment, render
-        from bench.websocket import measure_websocket
-        from bench.websocket import render as render_websocket
-        from session_ng import connection as session_ng_connection
-
-        user_pks = prepare_login()
-        results = measure_all(ENGINES, server.url, user_pks, progress)
-        text = render(results, environment(server.url))
-        progress("websocket messages with and without SessionRefreshMixin")
-        text += "\n\n" + render_websocket(measure_websocket(server.url, progress))
-        # Close what is open on the server and the database before both go.
-        session_ng_connection.reset()
-        connections.close_all()
+            results = measure_all(ENGINES, server.url, user_pks, progress)
+            text = render(results, environment(server.url))
+            progress("websocket messages with and without SessionRefreshMixin")
+            text += "\n\n" + render_websocket(measure_websocket(server.url, progress))
 
     print(text)
     if not args.no_write:

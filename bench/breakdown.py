@@ -189,24 +189,15 @@ def render(by_request: dict[tuple[str, str], Split], by_call: dict[str, Split]) 
 
 def main() -> int:
     with RedisServer() as server, tempfile.TemporaryDirectory(prefix="session-ng-bd-") as tmp:
-        from bench.settings import configure, prepare_database
+        from bench.settings import prepared
 
-        configure(server.url, server.port, Path(tmp) / "bench.sqlite3")
-        prepare_database()
-        from django.db import connections
-
-        from bench.client import prepare_login
-        from session_ng import connection
-
-        prepare_login()
-        client = redis.Redis.from_url(server.url)
-        try:
-            by_request = requests(server.url, client)
-            by_call = asyncio.run(_websocket(server.port, client))
-        finally:
-            client.close()
-            connection.reset()
-            connections.close_all()
+        with prepared(server.url, server.port, Path(tmp) / "bench.sqlite3"):
+            client = redis.Redis.from_url(server.url)
+            try:
+                by_request = requests(server.url, client)
+                by_call = asyncio.run(_websocket(server.port, client))
+            finally:
+                client.close()
     print(render(by_request, by_call))
     return 0
 

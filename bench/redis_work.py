@@ -182,21 +182,11 @@ def main() -> int:
         wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
         # Valgrind needs longer than the usual start-up timeout.
         with RedisServer(wrapper=wrapper).start(timeout=60) as server:
-            from bench.settings import configure, prepare_database
+            from bench.settings import prepared
 
-            configure(server.url, server.port, Path(tmp) / "bench.sqlite3")
-            prepare_database()
-            from django.db import connections
-
-            from bench.client import prepare_login
-            from session_ng import connection
-
-            try:
-                figures = measure(Callgrind(server, out), server.url, prepare_login())
+            with prepared(server.url, server.port, Path(tmp) / "bench.sqlite3") as user_pks:
+                figures = measure(Callgrind(server, out), server.url, user_pks)
                 version = redis_server_version_at(server.url)
-            finally:
-                connection.reset()
-                connections.close_all()
     print(render(figures, version))
     return 0
 

@@ -8,6 +8,8 @@ engines (see ``engines.activate``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import django
@@ -75,3 +77,23 @@ def prepare_database() -> None:
     User.objects.bulk_create(
         User(username=USERNAME.format(i), password=unusable) for i in range(USERS)
     )
+
+
+@contextmanager
+def prepared(redis_url: str, redis_port: int, db_path: Path) -> Iterator[list[int]]:
+    """Django configured against the bench's private server, with its tables
+    and users made; yields the users' primary keys (``prepare_login``). On the
+    way out, session_ng's clients and the database connections are closed,
+    before the server and the database go."""
+    configure(redis_url, redis_port, db_path)
+    prepare_database()
+    from django.db import connections
+
+    from bench.client import prepare_login
+    from session_ng import connection
+
+    try:
+        yield prepare_login()
+    finally:
+        connection.reset()
+        connections.close_all()
