@@ -93,14 +93,14 @@ class Callgrind:
 
 
 def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str, dict[str, float]]:
-    from bench.engines import CACHE, OURS, activate
+    from bench.engines import CACHE, CACHE_SLIDING, OURS, activate
     from bench.measure import scenarios
     from session_ng import repository
     from session_ng.backends.redis import SessionStore, now_ms
     from session_ng.conf import conf
 
     figures: dict[str, dict[str, float]] = {}
-    for engine in (CACHE, OURS):
+    for engine in (CACHE, CACHE_SLIDING, OURS):
         site = activate(engine, redis_url)
         row = figures[engine.label] = {}
         for kind, scenario in scenarios(site, user_pks).items():
@@ -148,15 +148,16 @@ def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str
 
 
 def render(figures: dict[str, dict[str, float]], version: str) -> str:
-    from bench.engines import CACHE, OURS
+    from bench.engines import CACHE, CACHE_SLIDING, OURS
     from bench.report import TIMES
 
-    theirs, ours = figures[CACHE.label], figures[OURS.label]
-    rows = [["request", CACHE.label, OURS.label, "ratio"]]
+    theirs, sliding, ours = (figures[e.label] for e in (CACHE, CACHE_SLIDING, OURS))
+    rows = [["request", CACHE.label, CACHE_SLIDING.label, OURS.label, "ratio to cache"]]
     for kind in KINDS:
         ratio = f"{ours[kind] / theirs[kind]:.1f}{TIMES}"
-        rows.append([kind, f"{theirs[kind]:,.0f}", f"{ours[kind]:,.0f}", ratio])
-    rows.append(["websocket refresh", "-", f"{ours['websocket refresh']:,.0f}", ""])
+        counts = (f"{engine[kind]:,.0f}" for engine in (theirs, sliding, ours))
+        rows.append([kind, *counts, ratio])
+    rows.append(["websocket refresh", "-", "-", f"{ours['websocket refresh']:,.0f}", ""])
     references = [["reference", "instructions"]]
     references += [[label, f"{n:,.0f}"] for label, n in figures["reference"].items()]
     return "\n".join(
