@@ -13,8 +13,8 @@ of one small value, and a script that does nothing (``EVALSHA`` of ``return
 Each figure is the count over REQUESTS requests (after a warm-up, with what
 they need set up beforehand), divided by REQUESTS. The server's own timer
 work while they run is counted too, so a figure repeats to within a few
-hundred instructions rather than exactly. It only prints. Needs ``valgrind`` and its ``vgdb``
-(Debian: ``apt-get install valgrind``).
+hundred instructions rather than exactly. It only prints. Needs
+``valgrind`` and its ``vgdb`` (Debian: ``apt-get install valgrind``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from testproject.redis_server import RedisServer
 
 REQUESTS = 200
 WARMUP = 20
-KINDS = ("new", "read", "write", "login")
 INSTALL_HINT = (
     "bench.redis_work needs valgrind, with vgdb beside it, on PATH or in VALGRIND: "
     "apt-get install valgrind"
@@ -44,14 +43,13 @@ INSTALL_HINT = (
 
 
 class Callgrind:
-    """Count what the server under callgrind executes while ``run()`` runs."""
+    """Count what the server under callgrind executes while calls run."""
 
-    vgdb = "vgdb"
-
-    def __init__(self, server: RedisServer, out: Path) -> None:
+    def __init__(self, server: RedisServer, out: Path, vgdb: str) -> None:
         assert server.process is not None
         self.pid = str(server.process.pid)
         self.out = out
+        self.vgdb = vgdb
 
     def _monitor(self, command: str) -> None:
         # Callgrind's monitor commands, through vgdb (callgrind_control finds
@@ -94,7 +92,7 @@ class Callgrind:
 
 def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str, dict[str, float]]:
     from bench.engines import CACHE, CACHE_SLIDING, OURS, activate
-    from bench.measure import scenarios
+    from bench.measure import KINDS, scenarios
     from session_ng import repository
     from session_ng.backends.redis import SessionStore, now_ms
     from session_ng.conf import conf
@@ -149,6 +147,7 @@ def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str
 
 def render(figures: dict[str, dict[str, float]], version: str) -> str:
     from bench.engines import CACHE, CACHE_SLIDING, OURS
+    from bench.measure import KINDS
     from bench.report import TIMES
 
     theirs, sliding, ours = (figures[e.label] for e in (CACHE, CACHE_SLIDING, OURS))
@@ -177,7 +176,6 @@ def main() -> int:
     if valgrind is None or shutil.which("vgdb", path=str(Path(valgrind).parent)) is None:
         print(INSTALL_HINT, file=sys.stderr)
         return 1
-    Callgrind.vgdb = str(Path(valgrind).with_name("vgdb"))
     with tempfile.TemporaryDirectory(prefix="session-ng-rw-") as tmp:
         out = Path(tmp) / "callgrind.out"
         wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
@@ -186,7 +184,8 @@ def main() -> int:
             from bench.settings import prepared
 
             with prepared(server.url, server.port, Path(tmp) / "bench.sqlite3") as user_pks:
-                figures = measure(Callgrind(server, out), server.url, user_pks)
+                counter = Callgrind(server, out, str(Path(valgrind).with_name("vgdb")))
+                figures = measure(counter, server.url, user_pks)
                 version = redis_server_version_at(server.url)
     print(render(figures, version))
     return 0

@@ -11,13 +11,17 @@
 local now = tonumber(ARGV[1])
 local grace = tonumber(ARGV[2])
 
--- The integer check of load.lua (see there); nil when absent.
+-- The integer check of load.lua (see there), inline in both helpers: a
+-- shared is_int() costs a Lua call per field, about 2% of a touch.
+local INT = '^%-?%d+$'
+-- A field as a number; nil when absent or not an integer.
 local function int(value)
-  if value and #value <= 15 and string.find(value, '^%-?%d+$') then return tonumber(value) end
+  if value and #value <= 15 and string.find(value, INT) then return tonumber(value) end
   return nil
 end
+-- A field present but not an integer (checked, never computed with).
 local function bad(value)
-  return value and not (#value <= 15 and string.find(value, '^%-?%d+$'))
+  return value and not (#value <= 15 and string.find(value, INT))
 end
 
 local function touch(hash, shadow)
