@@ -21,7 +21,7 @@ from session_ng.keys import is_valid_session_key
 K1, K2, K3 = "a" * 32, "b" * 32, "c1" * 16
 
 aliases = st.from_regex(r"[A-Za-z0-9_-]{1,50}", fullmatch=True)
-session_keys = st.from_regex(r"[a-z0-9]{32,128}", fullmatch=True)
+session_keys = st.from_regex(r"[a-z0-9]{8,128}", fullmatch=True)
 alias_maps = st.dictionaries(aliases, session_keys, max_size=12)
 # What a cookie may carry (RFC 6265 cookie-octets), junk included.
 cookie_text = st.text(

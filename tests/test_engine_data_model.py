@@ -163,7 +163,10 @@ def test_load_of_unknown_key_writes_nothing(r: redis.Redis) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "short", "A" * 32, "a" * 31, "a" * 129, "{" + "a" * 32 + "}", "a" * 31 + "*", "é" * 32],
+    [
+        *("", "short", "a" * 7, "1234567", "a" * 129, "A" * 32, "Abcdefgh"),
+        *("{" + "a" * 32 + "}", "a" * 31 + "*", "abcd:efgh", "abcdefg?", "é" * 32, "abcdefg\n"),
+    ],
 )
 def test_malformed_keys_never_reach_redis(r: redis.Redis, bad: str, roundtrips) -> None:  # type: ignore[no-untyped-def]
     s = SessionStore(bad)

@@ -81,7 +81,7 @@ def test_the_cookie_wins_when_both_are_sent() -> None:
     assert response.json()["user"] == "bob"
 
 
-@pytest.mark.parametrize("bad", ["nope", "A" * 32, "a" * 31, "{" + "a" * 32 + "}", "a" * 200])
+@pytest.mark.parametrize("bad", ["nope", "A" * 32, "a" * 7, "{" + "a" * 32 + "}", "a" * 129])
 def test_a_malformed_header_is_ignored(bad: str, r: redis.Redis) -> None:
     client = header_client()
     response = client.get("/api/session/", headers={"X-Auth-Token": bad})

@@ -230,8 +230,8 @@ class SessionStore(SessionBase):
     # --- keys ----------------------------------------------------------------
 
     def _validate_session_key(self, key: Any) -> bool:
-        # Stricter than Django's "8 characters or more": only what
-        # _get_new_session_key makes may become part of a Redis key name.
+        # Django's "8 characters or more", restricted to [a-z0-9] and at most
+        # 128 characters: nothing else may become part of a Redis key name.
         return is_valid_session_key(key)
 
     def _get_new_session_key(self) -> str:
