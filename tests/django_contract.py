@@ -1,22 +1,21 @@
 """Django's own session tests (``tests/sessions_tests``), fetched at test time.
 
-They ship in Django's sdist, not in the wheel. We download the sdist of the
-installed Django version from the package index once, keep only
-``tests/sessions_tests`` (BSD-licensed, Django Software Foundation) under
-``.cache/``, and put it on ``sys.path``. Nothing of Django's is committed here.
+They ship in Django's sdist, not in the wheel (tests/django_sdist.py downloads
+it). We keep only ``tests/sessions_tests`` (BSD-licensed, Django Software
+Foundation) under ``.cache/``, and put it on ``sys.path``. Nothing of Django's
+is committed here.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tarfile
-import tempfile
 from pathlib import Path
 
 import django
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.django_sdist import ROOT, django_sdist
+
 CACHE = ROOT / ".cache" / "django-tests" / django.__version__
 PACKAGE = CACHE / "sessions_tests"
 
@@ -24,25 +23,16 @@ PACKAGE = CACHE / "sessions_tests"
 def ensure_sessions_tests() -> Path:
     """Make ``import sessions_tests`` work; fail loudly if it cannot."""
     if not (PACKAGE / "tests.py").exists():
-        with tempfile.TemporaryDirectory() as tmp:
-            subprocess.run(
-                [
-                    sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                    "--no-binary", ":all:", f"django=={django.__version__}", "-d", tmp,
-                ],
-                check=True,
-            )  # fmt: skip
-            (sdist,) = Path(tmp).glob("[Dd]jango-*.tar.gz")
-            CACHE.mkdir(parents=True, exist_ok=True)
-            with tarfile.open(sdist) as archive:
-                for member in archive.getmembers():
-                    parts = Path(member.name).parts
-                    if len(parts) > 3 and parts[1:3] == ("tests", "sessions_tests"):
-                        member.name = str(Path(*parts[2:]))
-                        archive.extract(member, CACHE, filter="data")
-                    elif len(parts) == 2 and parts[1] == "LICENSE":
-                        member.name = "DJANGO-LICENSE"
-                        archive.extract(member, CACHE, filter="data")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(django_sdist()) as archive:
+            for member in archive.getmembers():
+                parts = Path(member.name).parts
+                if len(parts) > 3 and parts[1:3] == ("tests", "sessions_tests"):
+                    member.name = str(Path(*parts[2:]))
+                    archive.extract(member, CACHE, filter="data")
+                elif len(parts) == 2 and parts[1] == "LICENSE":
+                    member.name = "DJANGO-LICENSE"
+                    archive.extract(member, CACHE, filter="data")
         if not (PACKAGE / "tests.py").exists():
             raise RuntimeError(f"Django {django.__version__}'s sdist has no tests/sessions_tests")
     if str(CACHE) not in sys.path:
