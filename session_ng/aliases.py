@@ -21,6 +21,7 @@ from session_ng import repository
 from session_ng.conf import conf
 from session_ng.exceptions import TooManySessions
 from session_ng.keys import is_valid_session_key
+from session_ng.repository import Glance
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -65,8 +66,11 @@ def format_cookie(sessions: dict[str, str]) -> str:
 
 
 def _order(item: tuple[str, str]) -> tuple[int, int, str]:
-    # The default first, then numeric aliases in number order, then the rest.
-    alias = item[0]
+    return alias_order(item[0])
+
+
+def alias_order(alias: str) -> tuple[int, int, str]:
+    """Sort key: the default first, then numeric aliases in number order, then the rest."""
     if alias == DEFAULT_ALIAS:
         return (0, 0, "")
     if alias.isdigit():
@@ -82,17 +86,25 @@ def next_alias(used: set[str]) -> str:
     return str(n)
 
 
-def encode_url(url: str, param: str, alias: str) -> str:
+def encode_url(url: str, param: str, alias: str | int, explicit_default: bool = False) -> str:
     """``url`` with the alias parameter added, replaced, or (default) removed.
 
-    Other query parameters are kept byte for byte and in order, and so is the
-    fragment; the alias is URL-encoded. An alias that is not valid is treated
-    as the default, so hostile input is never reflected into a link.
+    Other query parameters are kept byte for byte and in order (empty ones
+    too), and so is the fragment; the alias is URL-encoded. An int alias is
+    its decimal form. An alias that is not valid is treated as the default,
+    so hostile input is never reflected into a link. With
+    ``explicit_default`` the default alias is written out (``_s=0``) rather
+    than left implicit: a link from another alias's page needs it, since a
+    request without the parameter inherits its Referer's alias.
     """
+    if isinstance(alias, int) and not isinstance(alias, bool) and alias >= 0:
+        alias = str(alias)
     base, hash_mark, fragment = url.partition("#")
     path, _, query = base.partition("?")
-    kept = [part for part in query.split("&") if part and _name(part) != param]
-    if alias != DEFAULT_ALIAS and is_valid_alias(alias):
+    kept = [part for part in query.split("&") if _name(part) != param] if query else []
+    if not is_valid_alias(alias):
+        alias = DEFAULT_ALIAS
+    if alias != DEFAULT_ALIAS or explicit_default:
         kept.append(f"{quote(param, safe='')}={quote(alias, safe='')}")
     if kept:
         path += "?" + "&".join(kept)
@@ -112,6 +124,12 @@ class SessionManager:
         # Aliases whose key turned out to be unknown or expired; pruned from
         # the cookie on this response.
         self._dead: set[str] = set()
+        # Aliases whose anonymous sessions were ended to make room for a new
+        # one (see check_new_alias); pruned from the cookie too.
+        self._evicted: set[str] = set()
+        # Whether anything asked about the browser's sessions (an account
+        # switcher): the response then depends on the cookie, and varies on it.
+        self.consulted = False
 
     @property
     def current_alias(self) -> str:
@@ -119,6 +137,7 @@ class SessionManager:
 
     def session_keys(self) -> dict[str, str]:
         """alias -> session key, as the response's cookie will hold them."""
+        self.consulted = True
         keys = self.prune(self.resolution.sessions)
         # The current session's key as it is now: rotated by login, or None
         # once flushed or found expired.
@@ -133,11 +152,20 @@ class SessionManager:
         """The first alias with no session: for an "add another account" link."""
         return next_alias(set(self.session_keys()))
 
-    def encode_url(self, url: str, alias: str | None = None) -> str:
+    def encode_url(self, url: str, alias: str | int | None = None) -> str:
+        """``url`` under ``alias`` (this request's alias by default).
+
+        A link to the default alias from another alias's page says ``_s=0``
+        explicitly: without it, the browser's Referer would keep the link on
+        the page's own alias.
+        """
         param = conf.ALIAS_PARAM
         if not param:
             return url
-        return encode_url(url, str(param), self.current_alias if alias is None else alias)
+        target = self.current_alias if alias is None else alias
+        return encode_url(
+            url, str(param), target, explicit_default=self.current_alias != DEFAULT_ALIAS
+        )
 
     def names_alias(self, url: str) -> bool:
         """Whether ``url``'s query already has the alias parameter."""
@@ -145,26 +173,58 @@ class SessionManager:
         query = url.partition("#")[0].partition("?")[2]
         return bool(param) and any(_name(p) == param for p in query.split("&") if p)
 
-    def check_new_alias(self) -> None:
-        """Raise TooManySessions if a session under this new alias would not fit.
+    # --- the MAX_ALIASES limit ------------------------------------------------
 
-        Dead aliases do not count: when the cookie looks full, the others are
-        looked up (one round trip) before refusing.
+    def check_new_alias(self) -> None:
+        """Make room for a session under this new alias, or raise TooManySessions.
+
+        ``MAX_ALIASES`` counts the browser's sessions, this new one included.
+        When the cookie looks full, the others are looked up (one round trip):
+        dead ones do not count, and anonymous ones are ended, least recently
+        used first, to make room. Only signed-in sessions can refuse a new one.
         """
-        limit = int(conf.MAX_ALIASES)
-        others = {a for a in self.session_keys() if a != self.current_alias}
-        if len(others) >= limit:
-            others = {a for a in self.users() if a != self.current_alias}
-        if len(others) >= limit:
-            raise TooManySessions(f"more than {limit} sessions in one browser")
+        evict = self._room_needed(None)
+        if evict is None:
+            return
+        evict = self._room_needed(self.glances())
+        for key in evict or ():
+            self.request.session.delete(key)
 
     async def acheck_new_alias(self) -> None:
+        evict = self._room_needed(None)
+        if evict is None:
+            return
+        evict = self._room_needed(await self.aglances())
+        for key in evict or ():
+            await self.request.session.adelete(key)
+
+    def _room_needed(self, seen: dict[str, Glance] | None) -> list[str] | None:
+        """The keys to end so that one more session fits; None when the
+        cookie alone shows there is room (``seen`` None: not looked up yet)."""
         limit = int(conf.MAX_ALIASES)
-        others = {a for a in self.session_keys() if a != self.current_alias}
-        if len(others) >= limit:
-            others = {a for a in await self.ausers() if a != self.current_alias}
-        if len(others) >= limit:
-            raise TooManySessions(f"more than {limit} sessions in one browser")
+        current = self.current_alias
+        if seen is None:
+            others = [a for a in self.session_keys() if a != current]
+            return None if len(others) < limit else []
+        alive = {a: g for a, g in seen.items() if a != current}
+        excess = len(alive) - limit + 1
+        if excess <= 0:
+            return []
+        anonymous = sorted(
+            (glance.accessed, alias) for alias, glance in alive.items() if glance.user is None
+        )
+        if len(anonymous) < excess:
+            signed_in = len(alive) - len(anonymous)
+            raise TooManySessions(
+                "This browser already has the most signed-in accounts allowed "
+                f"({signed_in}). Sign out of one of them, then try again."
+            )
+        keys = self.session_keys()
+        chosen = [alias for _, alias in anonymous[:excess]]
+        self._evicted.update(chosen)
+        return [keys[alias] for alias in chosen]
+
+    # --- the other sessions ---------------------------------------------------
 
     def users(self) -> dict[str, str | None]:
         """alias -> logged-in user id (None if anonymous), live sessions only.
@@ -172,6 +232,13 @@ class SessionManager:
         One round trip for all aliases; aliases found dead are pruned from the
         cookie on this response.
         """
+        return {alias: glance.user for alias, glance in self.glances().items()}
+
+    async def ausers(self) -> dict[str, str | None]:
+        return {alias: glance.user for alias, glance in (await self.aglances()).items()}
+
+    def glances(self) -> dict[str, Glance]:
+        """alias -> what a look at each live session shows (one round trip)."""
         keys = self.session_keys()
         if not keys:
             return {}
@@ -180,7 +247,7 @@ class SessionManager:
         run = getattr(self.request.session, "_run", repository.run)
         return self._sort_out(keys, run(repository.peek(conf.namespace, list(keys.values()))))
 
-    async def ausers(self) -> dict[str, str | None]:
+    async def aglances(self) -> dict[str, Glance]:
         keys = self.session_keys()
         if not keys:
             return {}
@@ -189,10 +256,8 @@ class SessionManager:
             keys, await arun(repository.peek(conf.namespace, list(keys.values())))
         )
 
-    def _sort_out(
-        self, keys: dict[str, str], alive: dict[str, str | None]
-    ) -> dict[str, str | None]:
-        result: dict[str, str | None] = {}
+    def _sort_out(self, keys: dict[str, str], alive: dict[str, Glance]) -> dict[str, Glance]:
+        result: dict[str, Glance] = {}
         for alias, key in keys.items():
             if key in alive:
                 result[alias] = alive[key]
@@ -201,11 +266,21 @@ class SessionManager:
         return result
 
     def prune(self, sessions: dict[str, str]) -> dict[str, str]:
-        """Drop the other aliases known to be dead: found so by users(), or by
-        the store's load, which checks them in the same round trip."""
+        """Drop the other aliases known to be dead (found so by glances(), or
+        by the store's load, which checks them in the same round trip) or
+        ended to make room, and keep at most ``MAX_ALIASES`` (the current
+        alias first, then the others in alias order): no cookie names more."""
         alive = getattr(self.request.session, "companions_alive", None)
-        return {
+        current = self.current_alias
+        gone = self._dead | self._evicted
+        kept = {
             a: k
             for a, k in sessions.items()
-            if a == self.current_alias or (a not in self._dead and (alive is None or k in alive))
+            if a == current or (a not in gone and (alive is None or k in alive))
         }
+        limit = int(conf.MAX_ALIASES)
+        if len(kept) > limit:
+            order = sorted((a for a in kept if a != current), key=alias_order)
+            allowed = set(order[: limit - (1 if current in kept else 0)]) | {current}
+            kept = {a: k for a, k in kept.items() if a in allowed}
+        return kept

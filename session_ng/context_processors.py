@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from django.utils.functional import SimpleLazyObject
 
+from session_ng.aliases import alias_order
 from session_ng.users import user_pk
 
 
@@ -24,7 +25,8 @@ def accounts(request: HttpRequest) -> dict[str, Any]:
     """``session_accounts``: this browser's live sessions, in alias order.
 
     Lazy: a template that never uses it costs nothing. Used, it costs one Redis
-    round trip for all aliases (not one each) and one query for the users.
+    round trip for all aliases (not one each) and one query for the users, and
+    the response varies on ``Cookie`` (it shows the browser's accounts).
     """
     manager = getattr(request, "session_manager", None)
     if manager is None:
@@ -42,11 +44,7 @@ def accounts(request: HttpRequest) -> dict[str, Any]:
                 current=alias == manager.current_alias,
                 url=manager.encode_url("/", alias),
             )
-            for alias, uid in sorted(users.items(), key=lambda item: _order_key(item[0]))
+            for alias, uid in sorted(users.items(), key=lambda item: alias_order(item[0]))
         ]
 
     return {"session_accounts": SimpleLazyObject(build)}
-
-
-def _order_key(alias: str) -> tuple[int, int, str]:
-    return (0, int(alias), "") if alias.isdigit() else (1, 0, alias)

@@ -1,4 +1,4 @@
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import BadRequest, ImproperlyConfigured
 
 
 class SessionStoreUnavailable(Exception):
@@ -13,9 +13,11 @@ class SessionNgImproperlyConfigured(ImproperlyConfigured):
     pass
 
 
-class TooManySessions(Exception):
-    """A new session under a new alias would exceed ``MAX_ALIASES``.
+class TooManySessions(BadRequest):
+    """A new session under a new alias would exceed ``MAX_ALIASES`` signed-in sessions.
 
     Raised by the store before anything is written, so no other account of the
-    browser is dropped; session_ng's middleware answers it with a 400.
+    browser is dropped. A ``BadRequest``, as Django's ``SessionInterrupted`` is:
+    Django renders it through the site's 400 handler (``handler400``,
+    ``400.html``). Its message says what to do.
     """

@@ -1,5 +1,8 @@
 """``session_ng.middleware.SessionMiddleware``: Django's, plus aliases and header ids.
 
+It subclasses Django's ``SessionMiddleware``, so every check and app that
+looks for Django's (the admin's ``admin.E410``) finds it.
+
 With one alias and the cookie resolver it does what Django's middleware does:
 the same cookie settings, the same ``Vary: Cookie`` rules (including on mere
 access), ``SessionInterrupted`` (400) when the session was deleted during the
@@ -18,33 +21,30 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.core.handlers.exception import response_for_exception
+from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
-from django.utils.cache import patch_vary_headers
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, url_has_allowed_host_and_scheme
 
 from session_ng import resolvers
-from session_ng.aliases import DEFAULT_ALIAS, SessionManager, format_cookie
+from session_ng.aliases import DEFAULT_ALIAS, SessionManager, encode_url, format_cookie
 from session_ng.backends.redis import SessionStore as RedisSessionStore
 from session_ng.backends.redis import now_ms
 from session_ng.conf import conf
-from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
+from session_ng.exceptions import SessionStoreUnavailable
 
 logger = logging.getLogger("session_ng")
 
 UNAVAILABLE_MESSAGE = (
     "The session service is temporarily unavailable. You are still signed in; "
     "please try again in a moment."
-)
-TOO_MANY_MESSAGE = (
-    "This browser already has {limit} sessions, the most allowed. "
-    "Sign out of one of them before signing in to another."
 )
 # Django's own wording for the same case.
 INTERRUPTED_MESSAGE = (
@@ -54,11 +54,6 @@ INTERRUPTED_MESSAGE = (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
-def too_many_response() -> HttpResponse:
-    limit = int(conf.MAX_ALIASES)
-    return HttpResponseBadRequest(TOO_MANY_MESSAGE.format(limit=limit), content_type="text/plain")
-
-
 def unavailable_response() -> HttpResponse:
     # 503 with Retry-After, and no Set-Cookie: the browser keeps its cookie.
     response = HttpResponse(UNAVAILABLE_MESSAGE, status=503, content_type="text/plain")
@@ -66,28 +61,30 @@ def unavailable_response() -> HttpResponse:
     return response
 
 
-def _can_send_id(manager: SessionManager) -> bool:
-    """Whether the response can give the client a new session's id."""
-    resolution = manager.resolution
+def uses_cookie(resolution: resolvers.Resolution) -> bool:
+    """Whether the response carries the session id in the cookie."""
+    return resolvers.COOKIE in conf.snapshot().id_resolvers and not resolution.header_present
+
+
+def uses_header(resolution: resolvers.Resolution) -> bool:
+    """Whether the response carries the session id in the header: to a client
+    that sent it, or to every client when the site takes header ids only (as
+    Spring Session's header resolver does)."""
     id_resolvers = conf.snapshot().id_resolvers
-    if resolvers.COOKIE in id_resolvers and resolution.source != resolvers.HEADER:
-        return True
-    return (
-        resolvers.HEADER in id_resolvers
-        and resolution.source != resolvers.COOKIE
-        and resolution.header_present
+    return resolvers.HEADER in id_resolvers and (
+        resolution.header_present or resolvers.COOKIE not in id_resolvers
     )
 
 
-class SessionMiddleware:
+class SessionMiddleware(DjangoSessionMiddleware):
     sync_capable = True
     async_capable = True
 
+    if TYPE_CHECKING:  # set by MiddlewareMixin, absent from django-stubs
+        async_mode: bool
+
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        self.get_response = get_response
-        self.async_mode = iscoroutinefunction(get_response)
-        if self.async_mode:
-            markcoroutinefunction(self)
+        super().__init__(get_response)
         engine = import_module(settings.SESSION_ENGINE)
         self.SessionStore: type[SessionBase] = engine.SessionStore
 
@@ -96,8 +93,10 @@ class SessionMiddleware:
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
-        self.process_request(request)
-        response = self.get_response(request)
+        early = self.process_request(request)
+        if early is not None:
+            return early
+        response: HttpResponseBase = self.get_response(request)  # type: ignore[assignment]
         failed = self._failed_response(request, response)
         if failed is not None:
             return failed
@@ -105,12 +104,13 @@ class SessionMiddleware:
             return self.process_response(request, response)
         except SessionStoreUnavailable:
             return unavailable_response()
-        except TooManySessions:
-            return too_many_response()
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        self.process_request(request)
-        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        early = self.process_request(request)
+        if early is not None:
+            return early
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+        get_response = self.get_response  # type: ignore[assignment]
         response = await get_response(request)
         failed = self._failed_response(request, response)
         if failed is not None:
@@ -119,11 +119,13 @@ class SessionMiddleware:
             return await self.aprocess_response(request, response)
         except SessionStoreUnavailable:
             return unavailable_response()
-        except TooManySessions:
-            return too_many_response()
 
-    def process_request(self, request: HttpRequest) -> None:
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:  # type: ignore[override]
         resolution = resolvers.resolve(request)
+        if resolution.alias_source == resolvers.FROM_REFERER:
+            moved = _alias_in_address_bar(request, resolution.alias)
+            if moved is not None:
+                return moved
         request.session = session = self.SessionStore(resolvers.current_key(resolution))
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
         if isinstance(session, RedisSessionStore) and resolution.source == resolvers.COOKIE:
@@ -139,21 +141,25 @@ class SessionMiddleware:
             # the store asks before it writes anything.
             session.creation_check = manager.check_new_alias
             session.acreation_check = manager.acheck_new_alias
-        if resolution.header_present and not resolution.had_cookie:
+        if resolution.header_present:
             # A browser cannot attach this header to a cross-site request
-            # (that needs a CORS preflight the site must allow), and there is
-            # no cookie for a forged request to ride on.
+            # (that needs a CORS preflight the site must allow), and the
+            # session is the header's alone: a cookie the client's jar sends
+            # along plays no part in it, so no forged request can ride on one.
             request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+        return None
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, SessionStoreUnavailable):
             return unavailable_response()
-        if isinstance(exception, TooManySessions):
-            return too_many_response()
+        # TooManySessions is a BadRequest: Django renders it through the
+        # site's 400 handler, like its own SessionInterrupted.
         return None
 
     @staticmethod
-    def _failed_response(request: HttpRequest, response: HttpResponseBase) -> HttpResponse | None:
+    def _failed_response(
+        request: HttpRequest, response: HttpResponseBase
+    ) -> HttpResponseBase | None:
         """The store raised in a template or another middleware, and the
         handler turned that into a 500 before it reached us. (A view that
         caught the error and answered itself keeps its answer.)"""
@@ -162,13 +168,14 @@ class SessionMiddleware:
         session = request.session
         if getattr(session, "unavailable", None) is not None:
             return unavailable_response()
-        if getattr(session, "refused", None) is not None:
-            return too_many_response()
+        refused = getattr(session, "refused", None)
+        if refused is not None:
+            return response_for_exception(request, refused)
         return None
 
     # --- response ------------------------------------------------------------
 
-    def process_response(
+    def process_response(  # type: ignore[override]
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
         plan = self._plan(request, response)
@@ -222,7 +229,12 @@ class SessionMiddleware:
             plan.save = (
                 modified or accessed or settings.SESSION_SAVE_EVERY_REQUEST
             ) and response.status_code < 500
-            if plan.save and session.session_key is None and not _can_send_id(manager):
+            resolution = manager.resolution
+            if (
+                plan.save
+                and session.session_key is None
+                and not (uses_cookie(resolution) or uses_header(resolution))
+            ):
                 # A new session whose id this response can carry neither in a
                 # cookie nor in the header (header ids only, and the request
                 # sent none): nobody could ever use it, so it is not stored.
@@ -250,31 +262,25 @@ class SessionMiddleware:
             sessions[resolution.alias] = key
         sessions = manager.prune(sessions)
         snap = conf.snapshot()
-        uses_cookie = (
-            resolvers.COOKIE in snap.id_resolvers and resolution.source != resolvers.HEADER
-        )
-        uses_header = (
-            resolvers.HEADER in snap.id_resolvers and resolution.source != resolvers.COOKIE
-        )
 
-        if uses_header:
+        if uses_header(resolution):
             if plan.drop_current and resolution.source == resolvers.HEADER:
                 # Flushed (logout): tell the client to forget its id.
                 response[snap.header_name] = ""
                 wrote_header = True
-            elif (
-                plan.save
-                and key is not None
-                and key != resolution.header_key
-                and resolution.header_present
-            ):
-                # Only to a client that sent the header: a browser's page
-                # scripts could read it, which HttpOnly cookies exist to prevent.
-                # Created, or rotated (login): the client must learn the new id.
+            elif plan.save and key is not None and key != resolution.header_key:
+                # Only to a client that sent the header, or on a site that
+                # takes header ids only: a browser's page scripts could read
+                # it, which HttpOnly cookies exist to prevent. Created, or
+                # rotated (login): the client must learn the new id.
                 response[snap.header_name] = key
                 wrote_header = True
+            if wrote_header:
+                # A session id is nobody else's: no cache may keep or share
+                # this response (new clients all send the same placeholder).
+                patch_cache_control(response, private=True, no_store=True)
 
-        if uses_cookie:
+        if uses_cookie(resolution):
             if not sessions:
                 if resolution.had_cookie:
                     # Nothing left in it (or nothing valid ever was).
@@ -327,11 +333,17 @@ class SessionMiddleware:
 
         if resolution.alias != DEFAULT_ALIAS:
             self._keep_alias_in_redirect(request, response, manager)
+        # An account switcher read the browser's sessions: the page depends on
+        # the cookie as much as one that read its own session.
+        depends = plan.accessed or manager.consulted
         vary = []
-        if need_vary and resolvers.COOKIE in snap.id_resolvers:
+        if (need_vary or manager.consulted) and resolvers.COOKIE in snap.id_resolvers:
             vary.append("Cookie")
-        if (plan.accessed or wrote_header) and resolvers.HEADER in snap.id_resolvers:
+        if (depends or wrote_header) and resolvers.HEADER in snap.id_resolvers:
             vary.append(snap.header_name)
+        if depends and resolution.alias_source == resolvers.FROM_REFERER:
+            # The account was the Referer's choice.
+            vary.append("Referer")
         if vary:
             patch_vary_headers(response, vary)
         return response
@@ -363,6 +375,27 @@ class SessionMiddleware:
             location, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             response["Location"] = manager.encode_url(location)
+
+
+def _alias_in_address_bar(request: HttpRequest, alias: str) -> HttpResponse | None:
+    """For a page navigation that inherited its alias from the Referer, a 307
+    to the same URL with the alias in it: the tab's address bar then names
+    the account, so the page's own links and forms pass it on in turn (the
+    Referer alone would keep it for one click only). 307 repeats the method
+    and body, so a form's POST (the admin's logout) lands once, on the right
+    account. Other requests (fetch, images) just use the alias: the page they
+    serve keeps its URL.
+    """
+    if request.META.get("HTTP_SEC_FETCH_MODE") != "navigate" or alias == DEFAULT_ALIAS:
+        return None
+    location = encode_url(request.get_full_path(), str(conf.ALIAS_PARAM), alias)
+    if not location.startswith("/") or location.startswith(("//", "/\\")):
+        return None  # never a protocol-relative URL, which could leave the site
+    response = HttpResponse(status=307)
+    response["Location"] = location
+    patch_cache_control(response, private=True, no_store=True)
+    patch_vary_headers(response, ["Referer"])
+    return response
 
 
 class _Plan:

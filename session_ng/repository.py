@@ -481,31 +481,44 @@ def exists(ns: str, session_key: str) -> Operation[bool]:
     return bool(count == 2)
 
 
-def peek(ns: str, session_keys: Sequence[str]) -> Operation[dict[str, str | None]]:
-    """Which of these sessions are alive, and their users: one round trip.
+@dataclass
+class Glance:
+    """What peek() sees of a live session without loading it."""
+
+    user: str | None
+    accessed: int  # epoch ms of its last renewal (0 if unreadable)
+
+
+def peek(ns: str, session_keys: Sequence[str]) -> Operation[dict[str, Glance]]:
+    """Which of these sessions are alive, their users and last renewals: one
+    round trip.
 
     Read-only: it neither slides idle timers nor loads attributes.
     """
     calls: list[Eval | Command] = []
     for key in session_keys:
         calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
-        calls.append(Command(("HGET", keys.session_hash(ns, key), "user")))
+        calls.append(Command(("HMGET", keys.session_hash(ns, key), "user", "accessed")))
     # One corrupt session (a hash of the wrong type) must not fail the others.
     replies = yield Batch(calls, errors_as_values=True)
-    alive: dict[str, str | None] = {}
+    alive: dict[str, Glance] = {}
     for i, key in enumerate(session_keys):
-        exists, user = replies[2 * i], replies[2 * i + 1]
-        for reply in (exists, user):
+        exists, fields = replies[2 * i], replies[2 * i + 1]
+        for reply in (exists, fields):
             if isinstance(reply, Exception) and not _wrong_type(reply):
                 raise reply
         if not exists or isinstance(exists, Exception):
             continue
-        if isinstance(user, Exception):
+        if isinstance(fields, Exception):
             _log_corrupt(key, "a key of the wrong type")
             continue  # treated as absent, as a load would
+        user, accessed = fields
         try:
-            alive[key] = user.decode() if user else None
-        except UnicodeDecodeError:
+            alive[key] = Glance(
+                user=user.decode() if user else None,
+                accessed=int(accessed) if accessed and accessed.isdigit() else 0,
+            )
+        except (UnicodeDecodeError, ValueError):
             _log_corrupt(key, "unreadable metadata")
     return alive
 

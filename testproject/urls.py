@@ -1,3 +1,4 @@
+from django.contrib import admin
 from django.urls import path
 
 from testproject.demo import views
@@ -14,4 +15,9 @@ urlpatterns = [
     path("sessions/end-others/", views.end_other_sessions, name="end-other-sessions"),
     path("events/", views.event_log, name="events"),
     path("chat/", views.chat, name="chat"),
+    path("admin/", admin.site.urls),
 ]
+
+# A refused sign-in (too many accounts in this browser) is a BadRequest:
+# Django renders it with this view, which says what to do next.
+handler400 = "testproject.demo.views.bad_request"

@@ -65,20 +65,33 @@ def test_logout_with_the_header_needs_no_csrf_token_and_clears_it(r: redis.Redis
     assert not r.exists(keys.session_hash("session_ng", token))
 
 
-def test_with_a_session_cookie_the_csrf_check_applies() -> None:
+def test_without_the_header_a_session_cookie_gets_the_csrf_check() -> None:
     browser = Client(enforce_csrf_checks=True)
     browser.get("/")  # a session cookie
-    token = api_login(header_client())
-    response = browser.post("/api/logout/", headers={"X-Auth-Token": token})
+    response = browser.post("/api/logout/")
     assert response.status_code == 403
 
 
-def test_the_cookie_wins_when_both_are_sent() -> None:
-    browser = Client()
-    browser.post("/login/", {"username": "bob", "password": "bob-password"})
+def test_the_header_wins_when_both_are_sent_and_the_cookie_is_left_alone(r: redis.Redis) -> None:
+    # A client whose jar holds a session cookie and that sends the header is
+    # a header client: the header's session is used, the cookie's is neither
+    # read nor written, and CSRF checks do not apply (no cross-site form can
+    # send the header, and the cookie chooses nothing).
+    signed_in = Client()
+    signed_in.post("/login/", {"username": "bob", "password": "bob-password"})
+    bob_key = signed_in.cookies["sessionid"].value
+    browser = Client(enforce_csrf_checks=True)
+    browser.cookies = signed_in.cookies
     token = api_login(header_client())
     response = browser.get("/api/session/", headers={"X-Auth-Token": token})
-    assert response.json()["user"] == "bob"
+    assert response.json()["user"] == "alice"
+    assert "sessionid" not in response.cookies
+    response = browser.post("/api/logout/", headers={"X-Auth-Token": token})
+    assert response.status_code == 200
+    assert response["X-Auth-Token"] == ""
+    assert "sessionid" not in response.cookies
+    assert not r.exists(keys.session_hash("session_ng", token))
+    assert r.exists(keys.session_hash("session_ng", bob_key)) == 1
 
 
 @pytest.mark.parametrize("bad", ["nope", "A" * 32, "a" * 7, "{" + "a" * 32 + "}", "a" * 129])
@@ -100,23 +113,39 @@ def test_header_only_configuration(settings, redis_server) -> None:  # type: ign
     assert response["Vary"] == "X-Auth-Token"
 
 
-def test_a_session_whose_id_cannot_be_sent_is_not_stored(
+def test_header_ids_only_give_a_new_session_its_token_without_the_header(
     settings, redis_server, r: redis.Redis
 ) -> None:  # type: ignore[no-untyped-def]
+    # As Spring Session's header resolver does: with header ids only, a
+    # client that sent no header still learns its new session's id.
     settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["header"]}
-    client = header_client()
-    # Header ids only, and no header: neither a cookie nor the header can
-    # carry the new session's id back, so nothing is written.
-    for _ in range(3):
-        response = client.get("/")
-        assert response.status_code == 200
-        assert "X-Auth-Token" not in response
-        assert "sessionid" not in response.cookies
-    assert r.keys("session_ng:*") == []
-    # With the header, the same page gets its session and its id.
-    response = client.get("/", headers={"X-Auth-Token": "new"})
+    client = Client()
+    response = client.post("/api/login/", ALICE)
+    assert response.status_code == 200
     token = response["X-Auth-Token"]
-    assert r.exists(keys.session_hash("session_ng", token)) == 1
+    assert keys.is_valid_session_key(token)
+    assert "sessionid" not in response.cookies
+    assert sorted(response["Cache-Control"].split(", ")) == ["no-store", "private"]
+    # (login() also rotates the CSRF cookie, and Django's CSRF middleware
+    # adds "Cookie" for it.)
+    assert response["Vary"] == "Cookie, X-Auth-Token"
+    assert r.hget(keys.session_hash("session_ng", token), "user") is not None
+    response = client.get("/api/session/", headers={"X-Auth-Token": token})
+    assert response.json()["user"] == "alice"
+    assert "X-Auth-Token" not in response
+
+
+def test_with_cookie_ids_only_the_header_is_just_a_header(
+    settings, redis_server, r: redis.Redis
+) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {"REDIS_URL": redis_server.url, "ID_RESOLVERS": ["cookie"]}
+    client = header_client()
+    response = client.get("/", headers={"X-Auth-Token": "new"})
+    assert "X-Auth-Token" not in response
+    key = response.cookies["sessionid"].value
+    assert r.exists(keys.session_hash("session_ng", key)) == 1
+    # And it exempts nothing from CSRF.
+    assert client.post("/api/logout/", headers={"X-Auth-Token": key}).status_code == 403
 
 
 def test_a_custom_header_name(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
@@ -154,7 +183,8 @@ def test_a_header_client_starting_out_gets_the_default_alias() -> None:
     client = header_client()
     response = client.post("/api/login/?_s=3", ALICE, headers={"X-Auth-Token": "new"})
     token = response["X-Auth-Token"]
-    assert response.cookies["sessionid"].value == token  # the default alias: a bare key
+    assert "sessionid" not in response.cookies  # a header client never gets the cookie
+    assert client.get("/api/session/", headers={"X-Auth-Token": token}).json()["user"] == "alice"
 
 
 def test_vary_after_a_handled_outage_names_every_resolver_input(settings) -> None:  # type: ignore[no-untyped-def]

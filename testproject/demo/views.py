@@ -8,6 +8,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from session_ng import api
+from session_ng.exceptions import TooManySessions
 from session_ng.backends.redis import SessionStore
 from testproject.demo.models import SessionEvent
 
@@ -118,3 +119,10 @@ def chat(request: HttpRequest) -> HttpResponse:
     idle = int(settings.DEMO_CHAT_IDLE_SECONDS)
     request.session.set_expiry(idle)
     return render(request, "demo/chat.html", {"idle": idle})
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The site's 400 page. Only session_ng's own refusal is explained (its
+    message is ours); other errors' messages may quote the request."""
+    reason = str(exception) if isinstance(exception, TooManySessions) else ""
+    return render(request, "demo/400.html", {"reason": reason}, status=400)
