@@ -1,6 +1,7 @@
 # The README's commands. Everything runs from a virtualenv this Makefile makes.
 #   make demo   serve testproject on http://127.0.0.1:8000 (private redis-server unless REDIS_URL is set)
-#   make test   lint + type-check + the whole test suite
+#   make test   lint + type-check + the whole test suite + Django's peer suites
+#   make peer   Django's own session-related suites with session_ng in Django's place
 #   make bench  compare session_ng with Django's session engines on one private redis-server
 #   make loadtest  testproject under gunicorn, driven by wrk: session_ng against the cache engine
 #   make bench-growth  a request, a sweep and a user-index query at 1,000 and 1,000,000 sessions
@@ -15,7 +16,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck pytest chromium docs bench bench-growth bench-breakdown bench-redis valgrind loadtest wrk demo clean
+.PHONY: install test lint typecheck pytest peer chromium docs bench bench-growth bench-breakdown bench-redis valgrind loadtest wrk demo clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -61,7 +62,13 @@ pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest --topology cluster
 	$(BIN)/python -m pytest --topology sentinel
 
-test: lint typecheck pytest
+# Django's own session-related test suites, from the installed Django's sdist,
+# with session_ng's engine and middleware in Django's place; the failures must
+# be exactly those in tests/peer/expected_failures.txt (docs/development.rst).
+peer: $(STAMP)
+	$(BIN)/python -m tests.peer
+
+test: lint typecheck pytest peer
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html -q docs docs/_build/html

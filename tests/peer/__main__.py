@@ -9,7 +9,7 @@ tests/peer/expected_failures.txt for this Django line: an unlisted failure,
 or a listed test that passes, fails the run.
 
 ``--compare`` also runs the suites with Django's cache engine (and Django's
-middleware) on the same redis-server and prints both, suite by suite; it then
+middleware) on a redis-server of its own and prints both, suite by suite; it then
 also fails if a test passes with the cache engine and fails with session_ng
 without being listed.
 """
@@ -28,11 +28,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import django
 
 from testproject.redis_server import RedisServer
 from tests.django_sdist import ROOT, django_sdist
+from tests.peer.runner import DJANGO_MIDDLEWARE, SESSION_NG_MIDDLEWARE
 
 SUITES = (
     "sessions_tests",
@@ -65,7 +67,9 @@ def suite_tree() -> Path:
     """Django's ``tests/`` directory of the installed version, runtests.py in it."""
     runtests = TREE / "tests" / "runtests.py"
     if not runtests.exists():
-        with tempfile.TemporaryDirectory(dir=TREE.parent.parent) as tmp:
+        TREE.parent.mkdir(parents=True, exist_ok=True)
+        # Extract beside the tree and move in only a complete one.
+        with tempfile.TemporaryDirectory(dir=TREE.parent) as tmp:
             with tarfile.open(django_sdist()) as archive:
                 members = []
                 for member in archive.getmembers():
@@ -125,8 +129,30 @@ def run_suites(engine: str, redis_url: str, parallel: int, logs: Path) -> Run:
         text = Path(results.name).read_text()
     if not text:
         raise RuntimeError(f"runtests.py recorded no results with the {engine} engine: see {log}")
-    outcomes: dict[str, str] = json.loads(text)["outcomes"]
-    return Run(engine, outcomes, seconds, log)
+    (logs / f"{engine}.json").write_text(text)
+    recorded = json.loads(text)
+    check_setup(engine, recorded)
+    return Run(engine, recorded["outcomes"], seconds, log)
+
+
+def check_setup(engine: str, recorded: dict[str, Any]) -> None:
+    """Fail loudly unless the suites ran with the engine and middleware meant."""
+    middleware = recorded["middleware"]
+    if engine == "session_ng":
+        expected = (
+            recorded["engine"] == "session_ng.backends.redis"
+            and SESSION_NG_MIDDLEWARE in middleware
+            and DJANGO_MIDDLEWARE not in middleware
+            and recorded["session_ng_installed"]
+        )
+    else:
+        expected = (
+            recorded["engine"] == "django.contrib.sessions.backends.cache"
+            and DJANGO_MIDDLEWARE in middleware
+            and not recorded["session_ng_installed"]
+        )
+    if not expected:
+        raise RuntimeError(f"the {engine} run did not start as meant: {recorded}")
 
 
 def suite_of(test: str) -> str:
@@ -134,16 +160,19 @@ def suite_of(test: str) -> str:
 
 
 def table(runs: list[Run]) -> str:
-    header = f"{'suite':22}" + "".join(f"{run.engine + ' run/failed':>26}" for run in runs)
+    """Tests run, failed and skipped per suite, one column per engine."""
+    header = f"{'suite':22}" + "".join(f"{run.engine + ' run/failed/skipped':>32}" for run in runs)
     lines = [header]
-    for suite in SUITES:
+    for suite in [*SUITES, "total"]:
         cells = ""
         for run in runs:
-            ran = Counter(suite_of(t) for t, o in run.outcomes.items() if o != "skip")
-            failed = Counter(suite_of(t) for t in run.failed())
-            cells += f"{f'{ran[suite]}/{failed[suite]}':>26}"
+            mine = {t: o for t, o in run.outcomes.items() if suite in ("total", suite_of(t))}
+            counts = Counter("skip" if o == "skip" else "run" for o in mine.values())
+            failed = len(run.failed() & set(mine))
+            cell = f"{counts['run']}/{failed}/{counts['skip']}"
+            cells += f"{cell:>32}"
         lines.append(f"{suite:22}{cells}")
-    lines.append(f"{'seconds':22}" + "".join(f"{run.seconds:>26.1f}" for run in runs))
+    lines.append(f"{'seconds':22}" + "".join(f"{run.seconds:>32.1f}" for run in runs))
     return "\n".join(lines)
 
 
@@ -174,9 +203,13 @@ def main() -> int:
     logs = ROOT / ".cache" / "peer-logs"
     logs.mkdir(parents=True, exist_ok=True)
     expected = expected_failures()
+    # One fresh redis-server per run: neither engine sees the other's keys.
     with RedisServer().start() as server:
         ours = run_suites("session_ng", server.url, parallel, logs)
-        reference = run_suites("cache", server.url, parallel, logs) if args.compare else None
+    reference = None
+    if args.compare:
+        with RedisServer().start() as server:
+            reference = run_suites("cache", server.url, parallel, logs)
     runs = [ours] if reference is None else [ours, reference]
     print(f"Django {django.__version__}, {parallel} process(es); logs in {logs}")
     print(table(runs))

@@ -109,7 +109,14 @@ class PeerRunner(DiscoverRunner):
         return OutcomeRecord
 
     def run_suite(self, suite: Any, **kwargs: Any) -> Any:
+        # What the suites start from, for the caller to check that the
+        # substitution took place.
+        started_with = {
+            "engine": settings.SESSION_ENGINE,
+            "middleware": list(settings.MIDDLEWARE),
+            "session_ng_installed": apps.is_installed("session_ng"),
+        }
         result = super().run_suite(suite, **kwargs)
         with open(os.environ["PEER_RESULTS"], "w") as out:
-            json.dump({"tests_run": result.testsRun, "outcomes": result.outcomes}, out)
+            json.dump({**started_with, "outcomes": result.outcomes}, out)
         return result

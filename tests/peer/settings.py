@@ -20,14 +20,10 @@ if ENGINE == "session_ng":
     SESSION_ENGINE = "session_ng.backends.redis"
     SESSION_NG = {"REDIS_URL": REDIS_URL}
 elif ENGINE == "cache":
-    # Django's cache engine on the same redis-server, through django-redis.
-    # "default" stays Django's test default (local memory) for the tests that
-    # use the cache themselves.
+    # Django's cache engine on the same redis-server, through django-redis,
+    # as the default cache: Django's cache-engine tests expect the sessions
+    # in the default cache.
     SESSION_ENGINE = "django.contrib.sessions.backends.cache"
-    SESSION_CACHE_ALIAS = "sessions"
-    CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "sessions": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL},
-    }
+    CACHES = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL}}
 else:
     raise ValueError(f"PEER_ENGINE must be session_ng or cache, not {ENGINE!r}")
