@@ -23,6 +23,7 @@ LIST = """\
 a_tests.tests.T.test_everywhere -- reason one
 a_tests.tests.T.test_on_6 6.0 -- reason two
 a_tests.tests.T.test_on_both 5.2 6.0 -- reason -- with a dash
+a_tests.tests.T.test_on_any_6 6 -- reason three
 """
 
 
@@ -35,6 +36,11 @@ def test_the_list_applies_entries_to_their_django_lines() -> None:
         "a_tests.tests.T.test_everywhere",
         "a_tests.tests.T.test_on_6",
         "a_tests.tests.T.test_on_both",
+        "a_tests.tests.T.test_on_any_6",
+    }
+    assert set(expected_failures(LIST, "6.1")) == {
+        "a_tests.tests.T.test_everywhere",
+        "a_tests.tests.T.test_on_any_6",
     }
 
 
@@ -44,7 +50,7 @@ def test_an_entry_without_a_reason_is_refused(line: str) -> None:
         expected_failures(f"# header\n{line}\n")
 
 
-@pytest.mark.parametrize("django_line", ["5.2", "6.0"])
+@pytest.mark.parametrize("django_line", ["5.2", "6.0", "6.1"])
 def test_the_checked_in_list_names_tests_of_the_suites_run(django_line: str) -> None:
     for test in expected_failures(None, django_line):
         assert test.split(".")[0] in SUITES

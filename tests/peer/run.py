@@ -89,8 +89,9 @@ def suite_tree() -> Path:
 def expected_failures(text: str | None = None, django_line: str = DJANGO_LINE) -> dict[str, str]:
     """test id -> reason, for this Django line (from EXPECTED unless ``text``).
 
-    A line is ``<test id> [<Django line> ...] -- <reason>``; without Django
-    lines it applies to every line.
+    A line is ``<test id> [<Django line> ...] -- <reason>``, a Django line
+    being ``5.2`` or a whole major version, ``6``; without Django lines it
+    applies to every line.
     """
     expected = {}
     text = EXPECTED.read_text() if text is None else text
@@ -101,7 +102,8 @@ def expected_failures(text: str | None = None, django_line: str = DJANGO_LINE) -
         if not sep or not reason.strip():
             raise ValueError(f"{EXPECTED.name}:{number}: no ' -- <reason>'")
         test, *lines = head.split()
-        if not lines or django_line in lines:
+        major = django_line.split(".")[0]
+        if not lines or django_line in lines or major in lines:
             expected[test] = reason.strip()
     return expected
 
