@@ -243,3 +243,37 @@ def test_the_per_site_cache_never_shares_a_new_sessions_header_id(settings) -> N
         tokens.add(response["X-Auth-Token"])
     assert len(tokens) == 3
     assert all(keys.is_valid_session_key(t) for t in tokens)
+
+
+# --- the alias parameter is the middleware's -------------------------------------
+
+
+def test_views_never_see_the_alias_parameter() -> None:
+    seen = {}
+
+    def view(request: HttpRequest) -> HttpResponse:
+        seen["GET"] = request.GET.dict()
+        seen["path"] = request.get_full_path()
+        return HttpResponse("ok")
+
+    request = RequestFactory().get("/list/?q=a+b&_s=1&&%5Fs=2&o=1")
+    SessionMiddleware(view)(request)
+    # The last value wins, as request.GET.get() reads it.
+    assert request.session_manager.current_alias == "2"  # type: ignore[attr-defined]
+    assert seen == {"GET": {"q": "a b", "o": "1"}, "path": "/list/?q=a+b&&o=1"}
+    # A malformed alias is the default, and hidden from the view too.
+    request = RequestFactory().get("/list/?_s=%3Cb%3E&x=1")
+    SessionMiddleware(view)(request)
+    assert seen == {"GET": {"x": "1"}, "path": "/list/?x=1"}
+
+
+def test_an_admin_changelist_under_an_alias(two_users: Client) -> None:
+    # The admin takes every query parameter as a filter and refuses unknown
+    # ones (a redirect to ?e=1): it must never see the alias.
+    # (testproject's alice and bob are staff.)
+    response = two_users.get("/admin/auth/user/?_s=1")
+    assert response.status_code == 200
+    assert response.context["user"].username == "bob"
+    response = two_users.get("/admin/auth/user/?_s=0&o=1")
+    assert response.status_code == 200
+    assert response.context["user"].username == "alice"
