@@ -101,7 +101,7 @@ def encode_url(url: str, param: str, alias: str | int, explicit_default: bool = 
         alias = str(alias)
     base, hash_mark, fragment = url.partition("#")
     path, _, query = base.partition("?")
-    kept = [part for part in query.split("&") if _name(part) != param] if query else []
+    kept = query_without(query, param)
     if not is_valid_alias(alias):
         alias = DEFAULT_ALIAS
     if alias != DEFAULT_ALIAS or explicit_default:
@@ -109,6 +109,12 @@ def encode_url(url: str, param: str, alias: str | int, explicit_default: bool = 
     if kept:
         path += "?" + "&".join(kept)
     return path + hash_mark + fragment
+
+
+def query_without(query: str, param: str) -> list[str]:
+    """The segments of a query string, minus those that name ``param``
+    (byte for byte, empty ones included)."""
+    return [part for part in query.split("&") if _name(part) != param] if query else []
 
 
 def _name(part: str) -> str:

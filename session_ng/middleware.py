@@ -28,13 +28,19 @@ from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.handlers.exception import response_for_exception
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
 from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, url_has_allowed_host_and_scheme
 
 from session_ng import resolvers
-from session_ng.aliases import DEFAULT_ALIAS, SessionManager, encode_url, format_cookie
+from session_ng.aliases import (
+    DEFAULT_ALIAS,
+    SessionManager,
+    encode_url,
+    format_cookie,
+    query_without,
+)
 from session_ng.backends.redis import SessionStore as RedisSessionStore
 from session_ng.backends.redis import now_ms
 from session_ng.conf import conf
@@ -122,6 +128,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:  # type: ignore[override]
         resolution = resolvers.resolve(request)
+        param = conf.snapshot().alias_param
+        if param is not None:
+            _hide_alias_param(request, param)
         if resolution.alias_source == resolvers.FROM_REFERER:
             moved = _alias_in_address_bar(request, resolution.alias)
             if moved is not None:
@@ -375,6 +384,24 @@ class SessionMiddleware(DjangoSessionMiddleware):
             location, allowed_hosts={request.get_host()}, require_https=request.is_secure()
         ):
             response["Location"] = manager.encode_url(location)
+
+
+def _hide_alias_param(request: HttpRequest, param: str) -> None:
+    """Take the alias parameter out of the query string the view sees.
+
+    The alias is the middleware's business: apps that read every parameter
+    (the admin's changelists take each one as a filter, and refuse unknown
+    ones) or copy the query into their own links never see it. Links still
+    keep the alias, through the Referer and redirects.
+    """
+    query = request.META.get("QUERY_STRING", "")
+    if param not in query and "%" not in query:
+        return
+    kept = query_without(query, param)
+    if len(kept) == len(query.split("&")):
+        return
+    request.META["QUERY_STRING"] = "&".join(kept)
+    request.GET = QueryDict(request.META["QUERY_STRING"], encoding=request.encoding)
 
 
 def _alias_in_address_bar(request: HttpRequest, alias: str) -> HttpResponse | None:

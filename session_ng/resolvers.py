@@ -94,8 +94,8 @@ def referer_alias(request: HttpRequest, param: str) -> str | None:
     values = parse_qs(parts.query, keep_blank_values=True).get(param)
     if not values:
         return None
-    # The first value, as request.GET.get() reads a URL's own parameter.
-    return values[0] if is_valid_alias(values[0]) else None
+    # The last value, as request.GET.get() reads a URL's own parameter.
+    return values[-1] if is_valid_alias(values[-1]) else None
 
 
 def resolve(request: HttpRequest) -> Resolution:

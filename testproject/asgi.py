@@ -8,6 +8,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 # Django first: the imports below need the app registry.
 django_application = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+
+if settings.DEBUG:
+    # The demo's daphne serves the admin's CSS and scripts itself, as runserver does.
+    django_application = ASGIStaticFilesHandler(django_application)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import path  # noqa: E402

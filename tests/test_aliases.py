@@ -138,6 +138,9 @@ OUR_CASES = [
     ("/p?%5Fs=9&a=1", "1", "/p?a=1&_s=1"),  # an encoded _s is still _s
     ("https://example.com/x?y=1", "w-2", "https://example.com/x?y=1&_s=w-2"),
     ("", "1", "?_s=1"),
+    ("/p?a=1&&b=2", "1", "/p?a=1&&b=2&_s=1"),  # empty segments are kept too
+    ("/p?a=1&&_s=3&b", "0", "/p?a=1&&b"),
+    ("/p?&_s=1", "2", "/p?&_s=2"),
 ]
 MALICIOUS = ['"><script>alert(1)</script>', "1&admin=true", "a b", "é", "1#frag", "x" * 51]
 
@@ -152,6 +155,16 @@ def test_a_malicious_alias_is_never_reflected(alias: str) -> None:
     # Not a valid alias: treated as the default, so it is removed, not added.
     assert encode_url("/url?a=b&_s=1", "_s", alias) == "/url?a=b"
     assert alias not in encode_url("/url", "_s", alias)
+
+
+@pytest.mark.parametrize(("alias", "expected"), [(2, "/x?_s=2"), (0, "/x"), (-1, "/x")])
+def test_an_int_alias_is_its_decimal_form(alias: int, expected: str) -> None:
+    assert encode_url("/x", "_s", alias) == expected
+
+
+def test_the_default_alias_can_be_written_out() -> None:
+    assert encode_url("/x?_s=1", "_s", "0", explicit_default=True) == "/x?_s=0"
+    assert encode_url("/x", "_s", 0, explicit_default=True) == "/x?_s=0"
 
 
 def test_a_custom_parameter_name() -> None:

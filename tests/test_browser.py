@@ -8,8 +8,10 @@ it runs as root); if it is missing these tests fail, they never skip.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
@@ -136,3 +138,63 @@ def test_two_users_in_two_tabs_of_one_browser(context: BrowserContext, live_serv
     (cookie,) = [c for c in context.cookies() if c["name"] == "sessionid"]
     assert bob_key not in cookie["value"]
     assert not SessionStore().exists(bob_key)
+
+
+SCREENSHOTS = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
+
+
+def screenshot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def admin_user(page: Page) -> str:
+    return page.locator("#user-tools strong").inner_text()
+
+
+def test_the_real_admin_keeps_each_tabs_account(
+    context: BrowserContext, live_server, users
+) -> None:  # type: ignore[no-untyped-def]
+    # The admin never heard of aliases: its links and its logout form carry
+    # no _s. The Referer keeps each tab on its own account.
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.filter(username__in=["alice", "bob"]).update(
+        is_staff=True, is_superuser=True
+    )
+    base = live_server.url
+    first, second = context.new_page(), context.new_page()
+    sign_in(first, base, "alice")
+    sign_in(second, base, "bob", alias="1")
+
+    first.goto(base + "/admin/")
+    second.goto(base + "/admin/?_s=1")
+    assert admin_user(first) == "ALICE"  # the admin shows it upper-case
+    assert admin_user(second) == "BOB"
+
+    # Its own links: the index, a changelist, a sort order, a change form.
+    second.click("a[href='/admin/auth/user/']")
+    expect(second).to_have_url(base + "/admin/auth/user/?_s=1")
+    assert admin_user(second) == "BOB"
+    second.click("th.column-username div.text a")  # href="?o=...": a new query string
+    expect(second).to_have_url(re.compile(r".*/admin/auth/user/\?o=[-\d.]+&_s=1$"))
+    second.click("a:text-is('alice')")
+    expect(second).to_have_url(re.compile(r".*/admin/auth/user/\d+/change/\?.*_s=1"))
+    assert admin_user(second) == "BOB"
+    screenshot(second, "admin-bob-tab")
+    first.click("a[href='/admin/auth/group/']")
+    assert admin_user(first) == "ALICE"
+    screenshot(first, "admin-alice-tab")
+
+    # Its logout form (action="/admin/logout/") signs out this tab's account only.
+    (cookie,) = [c for c in context.cookies() if c["name"] == "sessionid"]
+    bob_key = cookie["value"].split("~1.")[1]
+    second.click("#logout-form button")
+    expect(second.locator("h1")).to_have_text("Logged out")
+    assert "_s=1" in second.url
+    screenshot(second, "admin-bob-logged-out")
+    assert not SessionStore().exists(bob_key)
+    first.reload()
+    assert admin_user(first) == "ALICE"
+    second.goto(base + "/admin/?_s=1")
+    expect(second.locator("#id_username")).to_be_visible()  # bob's tab: the login form

@@ -8,8 +8,8 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from session_ng import api
-from session_ng.exceptions import TooManySessions
 from session_ng.backends.redis import SessionStore
+from session_ng.exceptions import TooManySessions
 from testproject.demo.models import SessionEvent
 
 
