@@ -9,9 +9,9 @@ tests/peer/expected_failures.txt for this Django line: an unlisted failure,
 or a listed test that passes, fails the run.
 
 ``--compare`` also runs the suites with Django's cache engine (and Django's
-middleware) on a redis-server of its own and prints both, suite by suite; it then
-also fails if a test passes with the cache engine and fails with session_ng
-without being listed.
+middleware) on a redis-server of its own and prints both, suite by suite; it
+then also fails if a test passes with the cache engine and fails with
+session_ng without being listed. Logs and outcomes: .cache/peer-logs/<version>/.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def main() -> int:
     # Forked test processes inherit the substitution (tests/peer/runner.py);
     # spawned ones would not.
     parallel = args.parallel if multiprocessing.get_start_method() == "fork" else 1
-    logs = ROOT / ".cache" / "peer-logs"
+    logs = ROOT / ".cache" / "peer-logs" / django.__version__
     logs.mkdir(parents=True, exist_ok=True)
     expected = expected_failures()
     # One fresh redis-server per run: neither engine sees the other's keys.
