@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.test import modify_settings, override_settings
 
-from tests.peer.run import SUITES, Run, expected_failures, judge
+from tests.peer.run import SUITES, Run, expected_failures, judge, labels
 from tests.peer.runner import DJANGO_MIDDLEWARE, SESSION_NG_MIDDLEWARE, substitute_on_change
 
 # Nothing here talks to Redis: once is enough.
@@ -105,3 +105,13 @@ def test_django_s_middleware_is_replaced_wherever_middleware_is_set(substitution
             assert current() == ["a.B"]
     assert current() == before
     assert chain[1] == DJANGO_MIDDLEWARE  # the test's own list is left alone
+
+
+def test_a_suite_with_a_module_left_out_is_named_by_its_other_modules(tmp_path: Path) -> None:
+    for name in ("test_views.py", "test_hashers.py", "test_basic.py", "models.py", "urls.py"):
+        (tmp_path / "auth_tests").mkdir(exist_ok=True)
+        (tmp_path / "auth_tests" / name).touch()
+    found = labels(tmp_path, {"auth_tests.test_hashers"})
+    assert found[:3] == ["sessions_tests", "auth_tests.test_basic", "auth_tests.test_views"]
+    assert found[3:] == [s for s in SUITES if s not in ("sessions_tests", "auth_tests")]
+    assert labels(tmp_path, set()) == list(SUITES)

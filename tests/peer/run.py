@@ -46,6 +46,13 @@ SUITES = (
     "admin_checks",
     "check_framework",
 )
+# Test modules left out of the run unless --all: they never touch a session,
+# and would make the run much slower.
+LEFT_OUT = {
+    # Password hashing at full work factors: about a minute of one process's
+    # time on Django 6.1, the rest of the eight suites taking about as long.
+    "auth_tests.test_hashers",
+}
 DJANGO_LINE = "{}.{}".format(*django.VERSION[:2])
 TREE = ROOT / ".cache" / "django-tests" / django.__version__ / "suite"
 EXPECTED = Path(__file__).with_name("expected_failures.txt")
@@ -108,7 +115,19 @@ def expected_failures(text: str | None = None, django_line: str = DJANGO_LINE) -
     return expected
 
 
-def run_suites(engine: str, redis_url: str, parallel: int, logs: Path) -> Run:
+def labels(tests_dir: Path, left_out: set[str]) -> list[str]:
+    """runtests.py's labels: each suite, or its test modules but those left out."""
+    found = []
+    for suite in SUITES:
+        if not any(module.startswith(f"{suite}.") for module in left_out):
+            found.append(suite)
+            continue
+        modules = sorted(path.stem for path in (tests_dir / suite).glob("test*.py"))
+        found += [f"{suite}.{m}" for m in modules if f"{suite}.{m}" not in left_out]
+    return found
+
+
+def run_suites(engine: str, redis_url: str, parallel: int, logs: Path, left_out: set[str]) -> Run:
     runtests = suite_tree()
     with tempfile.NamedTemporaryFile(suffix=".json") as results:
         env = {
@@ -124,7 +143,8 @@ def run_suites(engine: str, redis_url: str, parallel: int, logs: Path) -> Run:
             subprocess.run(
                 [
                     sys.executable, str(runtests), "--settings=tests.peer.settings",
-                    f"--parallel={parallel}", "--noinput", *SUITES,
+                    f"--parallel={parallel}", "--noinput",
+                    *labels(runtests.parent, left_out),
                 ],
                 cwd=runtests.parent, env=env, stdout=out, stderr=subprocess.STDOUT, check=False,
             )  # fmt: skip
@@ -196,6 +216,7 @@ def judge(ours: Run, reference: Run | None, expected: dict[str, str]) -> list[st
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.peer", description=__doc__)
     parser.add_argument("--compare", action="store_true", help="also run Django's cache engine")
+    parser.add_argument("--all", action="store_true", help=f"also run {', '.join(LEFT_OUT)}")
     parser.add_argument(
         "--parallel", type=int, default=os.cpu_count() or 1, help="runtests.py processes"
     )
@@ -206,15 +227,18 @@ def main() -> int:
     logs = ROOT / ".cache" / "peer-logs" / django.__version__
     logs.mkdir(parents=True, exist_ok=True)
     expected = expected_failures()
+    left_out = set() if args.all else LEFT_OUT
     # One fresh redis-server per run: neither engine sees the other's keys.
     with RedisServer().start() as server:
-        ours = run_suites("session_ng", server.url, parallel, logs)
+        ours = run_suites("session_ng", server.url, parallel, logs, left_out)
     reference = None
     if args.compare:
         with RedisServer().start() as server:
-            reference = run_suites("cache", server.url, parallel, logs)
+            reference = run_suites("cache", server.url, parallel, logs, left_out)
     runs = [ours] if reference is None else [ours, reference]
     print(f"Django {django.__version__}, {parallel} process(es); logs in {logs}")
+    if left_out:
+        print(f"Left out (--all runs them): {', '.join(sorted(left_out))}")
     print(table(runs))
     problems = judge(ours, reference, expected)
     for problem in problems:
