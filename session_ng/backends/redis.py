@@ -386,8 +386,9 @@ class SessionStore(SessionBase):
     def save(self, must_create: bool = False) -> None:
         """Django's save: writes what changed since the load, and when nothing
         did, still makes sure the session exists (one round trip that slides
-        its idle timer, as Django's engines renew an unchanged session) and
-        raises ``UpdateError`` if it was deleted meanwhile, as they do."""
+        its idle timer, as Django's engines renew an unchanged session, unless
+        ``touch`` is False) and raises ``UpdateError`` if it was deleted
+        meanwhile, as they do."""
         if not self._write(must_create):
             self._confirm(self._run(self._confirm_operation()))
 
@@ -443,6 +444,9 @@ class SessionStore(SessionBase):
 
     def _confirm_operation(self) -> repository.Operation[bool]:
         assert self.session_key is not None
+        if self.touch is False:
+            # Code that only looks (api.get_session) does not keep it alive.
+            return repository.exists(conf.namespace, self.session_key)
         return repository.touch(conf.namespace, self.session_key, now_ms())
 
     def _confirm(self, alive: bool) -> None:
