@@ -194,7 +194,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         if plan.save:
             plan.renew = _mark_renewal(session)
             try:
-                session.save()
+                if isinstance(session, RedisSessionStore):
+                    session.save_changes()  # nothing changed: no round trip
+                else:
+                    session.save()
             except UpdateError:
                 raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
         return self._finish(request, response, plan)
@@ -209,7 +212,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         if plan.save:
             plan.renew = _mark_renewal(session)
             try:
-                await session.asave()
+                if isinstance(session, RedisSessionStore):
+                    await session.asave_changes()  # nothing changed: no round trip
+                else:
+                    await session.asave()
             except UpdateError:
                 raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
         return self._finish(request, response, plan)

@@ -66,10 +66,17 @@ SESSION_NG = {
 
 # The chat's sockets are closed, in whichever process holds them, when their
 # session ends: every process (web and worker) shares this channel layer.
+# channels_redis waits for a socket's next message with a 5-second blocking
+# read (its brpop_timeout); redis-py 8 gives up on any read after 5 seconds by
+# default (socket_timeout), so an idle chat would fail with TimeoutError after
+# about 5 s. The read timeout must be longer than the blocking read.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [SESSION_NG["REDIS_URL"]], "prefix": "testproject:channels"},
+        "CONFIG": {
+            "hosts": [{"address": SESSION_NG["REDIS_URL"], "socket_timeout": 15}],
+            "prefix": "testproject:channels",
+        },
     }
 }
 # The chat page puts its session on this idle timeout, so that going silent

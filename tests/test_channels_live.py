@@ -212,6 +212,20 @@ async def test_going_silent_logs_out_and_the_worker_closes_the_chat(
     assert body["user"] is None
 
 
+async def test_an_idle_chat_stays_open_longer_than_redis_pys_socket_timeout(site: Site) -> None:
+    # redis-py 8 reads with a 5 s socket timeout by default, and channels_redis
+    # waits for a socket's next message with a blocking read of 5 s: on an
+    # idle socket the two race, and the consumer died (1011) after about 6 s.
+    key = await asyncio.to_thread(login, site)  # the default idle timeout
+    ws = await chat(site, key)
+    assert await close_code(ws, within=8) is None
+    await ws.send(json.dumps({"text": "still here"}))
+    assert json.loads(await ws.recv()) == {"type": "message", "user": "alice", "text": "still here"}
+    await ws.close()
+    assert ws.close_code == 1000
+    assert "TimeoutError" not in site.log()
+
+
 async def test_a_delete_in_another_process_closes_the_socket(
     site: Site, redis_server: RedisServer, settings: Any
 ) -> None:

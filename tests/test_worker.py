@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -10,7 +15,7 @@ import redis
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from testproject.redis_server import RedisServer
-from tests.worker_process import events, wait_for_events, wait_until
+from tests.worker_process import ROOT, events, wait_for_events, wait_until
 
 NS = "session_ng"
 
@@ -230,3 +235,53 @@ def test_a_refused_config_falls_back_to_the_probe(start, settings, log) -> None:
     with RedisServer("--rename-command", "CONFIG", "") as bare:
         worker = start(bare.url)
         worker.wait_for_log("does not publish expired and del keyspace events")
+
+
+def run_unconfigured_worker(url: str, log: Path, tmp_path: Path, *args: str) -> str:
+    """A worker under Django's default LOGGING, for one expiry; its stdout."""
+    out = tmp_path / "worker.out"
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "SESSION_NG_EVENT_LOG": str(log),
+        "WORKER_LOGGING": "django-default",
+    }
+    with open(out, "wb") as stdout, open(tmp_path / "worker.err", "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "session_ng_worker",
+             "--settings=tests.worker_settings", "--sweep-interval", "0.2", *args],
+            cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    try:
+        s = session(user="5", expiry=1)
+        assert len(wait_for_events(log, 1)) == 1, (tmp_path / "worker.err").read_text()
+        assert s.session_key is not None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    assert (tmp_path / "worker.err").read_text() == ""
+    return out.read_text()
+
+
+def test_the_worker_logs_on_stdout_when_logging_is_not_configured(
+    redis_server, log: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    printed = run_unconfigured_worker(redis_server.url, log, tmp_path)
+    messages = [line.split(" INFO ", 1)[1] for line in printed.splitlines()]
+    [event] = events(log)
+    worker_id = messages[0].split()[2]
+    assert messages[0] == (
+        f"session_ng worker {worker_id} starting (namespace session_ng, sweeps every 0.2 s)"
+    )
+    assert messages[-1] == f"session_ng worker {worker_id} stopped after reporting 1 event"
+    # In between, in an order that depends on timing (the notification flags
+    # are set only by the first worker on this server):
+    assert set(messages[1:-1]) - {"set notify-keyspace-events to 'Egx'"} == {
+        f"session_ng worker {worker_id} listening on db 0",
+        f"session_ng worker {worker_id} took the sweep lock",
+        f"session {event['session_key'][:6]}… expired (user 5)",
+    }
+
+
+def test_the_worker_is_quiet_at_verbosity_0(redis_server, log: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_unconfigured_worker(redis_server.url, log, tmp_path, "-v", "0") == ""

@@ -384,30 +384,77 @@ class SessionStore(SessionBase):
             return
 
     def save(self, must_create: bool = False) -> None:
-        if self.session_key is None:
-            return self.create()
-        data = self._get_session(no_load=must_create)
-        if self._forgotten():
-            return self.create()
-        plan = self._plan(data, must_create)
-        if plan is not None:
-            self._finish(plan, self._run(repository.save(conf.namespace, plan)))
-            event = self._created_event(plan)
-            if event is not None:
-                session_created.send(sender=type(self), **event)
+        """Django's save: writes what changed since the load, and when nothing
+        did, still makes sure the session exists (one round trip that slides
+        its idle timer, as Django's engines renew an unchanged session, unless
+        ``touch`` is False) and raises ``UpdateError`` if it was deleted
+        meanwhile, as they do."""
+        if not self._write(must_create):
+            self._confirm(self._run(self._confirm_operation()))
 
     async def asave(self, must_create: bool = False) -> None:
+        if not await self._awrite(must_create):
+            self._confirm(await self._arun(self._confirm_operation()))
+
+    def save_changes(self) -> None:
+        """Write what changed since the load, and nothing, with no round trip,
+        when nothing did. session_ng's middleware saves every session a request
+        accessed this way (an untouched or unchanged one costs nothing); unlike
+        ``save()`` it cannot notice that an unchanged session was deleted
+        meanwhile."""
+        self._write(must_create=False)
+
+    async def asave_changes(self) -> None:
+        await self._awrite(must_create=False)
+
+    def _write(self, must_create: bool) -> bool:
+        """Save what changed; False when there was nothing to write."""
         if self.session_key is None:
-            return await self.acreate()
+            self.create()
+            return True
+        data = self._get_session(no_load=must_create)
+        if self._forgotten():
+            self.create()
+            return True
+        plan = self._plan(data, must_create)
+        if plan is None:
+            return False
+        self._finish(plan, self._run(repository.save(conf.namespace, plan)))
+        event = self._created_event(plan)
+        if event is not None:
+            session_created.send(sender=type(self), **event)
+        return True
+
+    async def _awrite(self, must_create: bool) -> bool:
+        if self.session_key is None:
+            await self.acreate()
+            return True
         data = await self._aget_session(no_load=must_create)
         if self._forgotten():
-            return await self.acreate()
+            await self.acreate()
+            return True
         plan = self._plan(data, must_create)
-        if plan is not None:
-            self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
-            event = self._created_event(plan)
-            if event is not None:
-                await session_created.asend(sender=type(self), **event)
+        if plan is None:
+            return False
+        self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
+        event = self._created_event(plan)
+        if event is not None:
+            await session_created.asend(sender=type(self), **event)
+        return True
+
+    def _confirm_operation(self) -> repository.Operation[bool]:
+        assert self.session_key is not None
+        if self.touch is False:
+            # Code that only looks (api.get_session) does not keep it alive.
+            return repository.exists(conf.namespace, self.session_key)
+        return repository.touch(conf.namespace, self.session_key, now_ms())
+
+    def _confirm(self, alive: bool) -> None:
+        if not alive:
+            # Deleted (logged out elsewhere, say) since the load: Django's
+            # engines refuse to save it, and so do we (no resurrection).
+            self._record = None
+            raise UpdateError
 
     def _forgotten(self) -> bool:
         """True when the load just found nothing and dropped the key."""
