@@ -34,7 +34,7 @@ def start_redis() -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="session-ng-smoke-")
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", workdir]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)  # noqa: S603
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
