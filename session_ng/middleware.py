@@ -30,6 +30,8 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
+from django.template import TemplateDoesNotExist
+from django.template.loader import render_to_string
 from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, url_has_allowed_host_and_scheme
 
@@ -60,10 +62,24 @@ INTERRUPTED_MESSAGE = (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
+RETRY_AFTER_SECONDS = 5
+
+
 def unavailable_response() -> HttpResponse:
-    # 503 with Retry-After, and no Set-Cookie: the browser keeps its cookie.
-    response = HttpResponse(UNAVAILABLE_MESSAGE, status=503, content_type="text/plain")
-    response["Retry-After"] = "5"
+    """503 with Retry-After, and no Set-Cookie: the browser keeps its cookie.
+
+    Rendered from the site's ``503.html`` template when it has one (with
+    ``message`` and ``retry_after``, and no request: its context processors
+    would need the session), plain text otherwise.
+    """
+    context = {"message": UNAVAILABLE_MESSAGE, "retry_after": RETRY_AFTER_SECONDS}
+    body: str
+    try:
+        body, content_type = render_to_string("503.html", context), "text/html; charset=utf-8"
+    except TemplateDoesNotExist:
+        body, content_type = UNAVAILABLE_MESSAGE, "text/plain"
+    response = HttpResponse(body, status=503, content_type=content_type)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 

@@ -73,9 +73,16 @@ class RedisServer:
     """One redis-server process bound to 127.0.0.1 on a free port."""
 
     def __init__(
-        self, *extra_args: str, port: int | None = None, wrapper: Sequence[str] = ()
+        self,
+        *extra_args: str,
+        port: int | None = None,
+        wrapper: Sequence[str] = (),
+        own_session: bool = False,
     ) -> None:
         self.port = port or free_port()
+        # In a session of its own, Ctrl-C in a terminal does not reach the
+        # server: its owner stops it last (make demo: after the worker).
+        self.own_session = own_session
         self.extra_args = extra_args
         # A command to run the server under (bench.redis_work: valgrind).
         self.wrapper = tuple(wrapper)
@@ -106,7 +113,10 @@ class RedisServer:
         ]  # fmt: skip
         with open(self.dir / "stderr.log", "wb") as stderr:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
-                args, stdout=subprocess.DEVNULL, stderr=stderr
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=self.own_session,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -62,6 +62,10 @@ SESSION_NG = {
     "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     # Browsers use the cookie; the JSON API also takes an X-Auth-Token header.
     "ID_RESOLVERS": ["cookie", "header"],
+    # Daphne lets an application close a socket only with 1000 or 3000-4999:
+    # 4008 is 1008 (policy violation) in the private-use range. (The live tests
+    # set 1008 to exercise the stand-in the mixin then falls back to.)
+    "WEBSOCKET_CLOSE_CODE": int(os.environ.get("DEMO_WEBSOCKET_CLOSE_CODE", "4008")),
 }
 
 # The chat's sockets are closed, in whichever process holds them, when their
@@ -94,7 +98,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"session_ng": {"handlers": ["console"], "level": "INFO"}},
+    # Not propagated: daphne gives the root logger a handler of its own, and
+    # each line would be printed twice.
+    "loggers": {
+        "session_ng": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # The demo keeps a table of the session events it receives (shown at /events/).
