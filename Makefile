@@ -29,7 +29,6 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 $(DEMO_STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[demo]" "$(DJANGO)"
 	@touch $@
 
