@@ -125,6 +125,13 @@ class SessionMiddleware:
     def process_request(self, request: HttpRequest) -> None:
         resolution = resolvers.resolve(request)
         request.session = session = self.SessionStore(resolvers.current_key(resolution))
+        if (
+            resolution.had_cookie
+            and not resolution.sessions
+            and isinstance(session, RedisSessionStore)
+        ):
+            # Maybe a cookie of Django's signed_cookies engine (MIGRATE_FROM).
+            session.adopt_signed_cookie(request.COOKIES[settings.SESSION_COOKIE_NAME])
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
         if isinstance(session, RedisSessionStore) and resolution.source == resolvers.COOKIE:
             session.companions = [
