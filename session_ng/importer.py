@@ -10,11 +10,13 @@ store. Interrupted anywhere, a new run picks up what is left.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from session_ng import repository
 from session_ng.conf import conf
 from session_ng.migration import Source
+from session_ng.repository import SavePlan
 
 
 @dataclass
@@ -43,29 +45,48 @@ def import_all(
 ) -> Progress:
     """Import every live session of ``source``; ``on_batch`` is called after
     each batch with the counts so far. With ``dry_run`` nothing is written
-    anywhere (every live, decodable session is counted as imported)."""
+    anywhere (every live, decodable session is counted as imported).
+
+    A batch's round trip to Redis runs in a second thread while this one
+    reads and decodes the next batch: Redis executes the saves on another
+    core meanwhile. The old store is only ever touched from this thread.
+    """
     from session_ng.backends.redis import SessionStore
 
     progress = Progress()
     ns = conf.namespace
-    for batch in source.batches(batch_size):
-        progress.expired += batch.expired
-        progress.undecodable += batch.undecodable
-        progress.bad_keys += batch.bad_keys
-        plans = [
-            SessionStore(found.session_key).import_plan(found.data, found.remaining_ms)
-            for found in batch.found
-        ]
-        if dry_run:
-            progress.imported += len(plans)
-        else:
-            statuses = repository.run(repository.import_sessions(ns, plans))
-            imported = statuses.count("ok")
-            progress.imported += imported
-            progress.already += len(statuses) - imported
-            # Only now that Redis has them all (imported now or before).
-            source.remove([plan.session_key for plan in plans])
+
+    def finish(plans: list[SavePlan], written: Future[list[str]]) -> None:
+        statuses = written.result()
+        imported = statuses.count("ok")
+        progress.imported += imported
+        progress.already += len(statuses) - imported
+        # Only now that Redis has them all (imported now or before).
+        source.remove([plan.session_key for plan in plans])
         progress.batches += 1
         if on_batch is not None:
             on_batch(progress)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="session_ng_import") as writer:
+        pending: tuple[list[SavePlan], Future[list[str]]] | None = None
+        for batch in source.batches(batch_size):
+            plans = SessionStore.import_plans(
+                (found.session_key, found.data, found.remaining_ms) for found in batch.found
+            )
+            if pending is not None:
+                finish(*pending)
+                pending = None
+            progress.expired += batch.expired
+            progress.undecodable += batch.undecodable
+            progress.bad_keys += batch.bad_keys
+            if dry_run:
+                progress.imported += len(plans)
+                progress.batches += 1
+                if on_batch is not None:
+                    on_batch(progress)
+                continue
+            written = writer.submit(repository.run, repository.import_sessions(ns, plans))
+            pending = plans, written
+        if pending is not None:
+            finish(*pending)
     return progress
