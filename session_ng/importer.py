@@ -56,8 +56,7 @@ def import_all(
     progress = Progress()
     ns = conf.namespace
 
-    def finish(plans: list[SavePlan], written: Future[list[str]]) -> None:
-        statuses = written.result()
+    def record(plans: list[SavePlan], statuses: list[str]) -> None:
         imported = statuses.count("ok")
         progress.imported += imported
         progress.already += len(statuses) - imported
@@ -73,9 +72,6 @@ def import_all(
             plans = SessionStore.import_plans(
                 (found.session_key, found.data, found.remaining_ms) for found in batch.found
             )
-            if pending is not None:
-                finish(*pending)
-                pending = None
             progress.expired += batch.expired
             progress.undecodable += batch.undecodable
             progress.bad_keys += batch.bad_keys
@@ -85,8 +81,13 @@ def import_all(
                 if on_batch is not None:
                     on_batch(progress)
                 continue
-            written = writer.submit(repository.run, repository.import_sessions(ns, plans))
-            pending = plans, written
+            written = None
+            if pending is not None:
+                written = pending[0], pending[1].result()
+            pending = plans, writer.submit(repository.run, repository.import_sessions(ns, plans))
+            if written is not None:
+                # While Redis saves this batch, the last one leaves the old store.
+                record(*written)
         if pending is not None:
-            finish(*pending)
+            record(pending[0], pending[1].result())
     return progress

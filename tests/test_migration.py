@@ -520,7 +520,7 @@ def test_dry_run_writes_and_removes_nothing(r: Any) -> None:
 
 
 def test_an_interrupted_import_resumes(r: Any) -> None:
-    made = make_old_sessions(DB, 25)
+    made = make_old_sessions(DB, 35)
 
     def interrupt(progress: Progress) -> None:
         if progress.batches == 2:
@@ -528,16 +528,19 @@ def test_an_interrupted_import_resumes(r: Any) -> None:
 
     with new_site(DB), pytest.raises(KeyboardInterrupt):
         import_all(migration.source_for(DB), batch_size=10, on_batch=interrupt)
-    assert Session.objects.count() == 5
-    assert len(r.keys(f"{NS}:sessions:{{*}}")) == 20
-    assert summary(run_import(DB, "--batch-size", "10")).startswith("5 imported, 0 already")
+    # Two batches done; the third was in Redis already (it is written while
+    # the one before leaves the old store), but still in the old store.
+    assert Session.objects.count() == 15
+    assert len(r.keys(f"{NS}:sessions:{{*}}")) == 30
+    assert summary(run_import(DB, "--batch-size", "10")).startswith("5 imported, 10 already")
+    assert Session.objects.count() == 0
     assert {k.decode() for k in r.keys(f"{NS}:sessions:{{*}}")} == {
         keys.session_hash(NS, k) for k in made
     }
 
 
 def test_an_import_killed_before_the_old_store_was_cleaned_resumes(r: Any) -> None:
-    make_old_sessions(DB, 6)
+    make_old_sessions(DB, 10)
 
     class DiesOnRemove(migration.DbSource):
         def remove(self, session_keys: Any) -> None:
@@ -545,10 +548,12 @@ def test_an_import_killed_before_the_old_store_was_cleaned_resumes(r: Any) -> No
 
     with new_site(DB), pytest.raises(KeyboardInterrupt):
         import_all(DiesOnRemove(DB, DbStore), batch_size=4)
-    assert Session.objects.count() == 6
-    assert summary(run_import(DB, "--batch-size", "4")).startswith("2 imported, 4 already")
+    # Killed removing the first batch, with the second one written too.
+    assert Session.objects.count() == 10
+    assert len(r.keys(f"{NS}:sessions:{{*}}")) == 8
+    assert summary(run_import(DB, "--batch-size", "4")).startswith("2 imported, 8 already")
     assert Session.objects.count() == 0
-    assert len(r.keys(f"{NS}:sessions:{{*}}")) == 6
+    assert len(r.keys(f"{NS}:sessions:{{*}}")) == 10
 
 
 class Terminal(io.StringIO):
