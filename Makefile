@@ -6,6 +6,7 @@
 #   make bench-growth  a request, a sweep and a user-index query at 1,000 and 1,000,000 sessions
 #   make bench-breakdown  where the time of a read, a write and a websocket refresh goes
 #   make bench-redis  instructions Redis executes per request (valgrind), session_ng against the cache engine
+#   make bench-import  how fast session_ng_import moves sessions out of Django's db engine
 #   make docs   build the Sphinx docs, warnings as errors
 #   make dist   build the sdist and the wheel into dist/, and twine check them
 #   make smoke  install the wheel into a clean virtualenv and run a tiny project from it
@@ -19,7 +20,7 @@ STAMP := $(VENV)/.installed
 DEMO_STAMP := $(VENV)/.installed-demo
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install test lint typecheck pytest chromium docs bench bench-growth bench-breakdown bench-redis valgrind loadtest wrk demo dist smoke clean
+.PHONY: install test lint typecheck pytest chromium docs bench bench-growth bench-breakdown bench-import bench-redis valgrind loadtest wrk demo dist smoke clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +90,9 @@ bench-growth: $(STAMP)
 
 bench-breakdown: $(STAMP)
 	$(BIN)/python -m bench.breakdown
+
+bench-import: $(STAMP)
+	$(BIN)/python -m bench.migration
 
 # Valgrind counts what Redis executes for bench-redis, installed like chromium.
 # VALGRIND=/path/to/valgrind overrides the lookup (vgdb must be beside it).

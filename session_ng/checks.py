@@ -40,6 +40,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     return messages
 
 
+@register(Tags.compatibility)
+def check_migration(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``SESSION_NG["MIGRATE_FROM"]`` names an engine session_ng can migrate from."""
+    from session_ng.migration import SUPPORTED, problem
+
+    found = problem()
+    if found is None:
+        return []
+    return [
+        Error(
+            found,
+            hint=f"Use one of {', '.join(SUPPORTED)} (or a subclass of one), the engine "
+            "the site used before session_ng; None once the switch is done.",
+            id="session_ng.E017",
+        )
+    ]
+
+
 @register(Tags.compatibility, deploy=True)
 def check_keyspace_notifications(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``manage.py check --deploy``: does Redis publish the events the worker needs?

@@ -152,6 +152,14 @@ class SessionMiddleware(DjangoSessionMiddleware):
             if moved is not None:
                 return moved
         request.session = session = self.SessionStore(resolvers.current_key(resolution))
+        if (
+            resolution.had_cookie
+            and not resolution.sessions
+            and not resolution.header_present  # a header client's cookie names nothing
+            and isinstance(session, RedisSessionStore)
+        ):
+            # Maybe a cookie of Django's signed_cookies engine (MIGRATE_FROM).
+            session.adopt_signed_cookie(request.COOKIES[settings.SESSION_COOKIE_NAME])
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
         if isinstance(session, RedisSessionStore) and resolution.source == resolvers.COOKIE:
             session.companions = [
