@@ -34,6 +34,8 @@ class SessionInfo:
     # Recorded at login (empty when unknown).
     user_agent: str
     ip: str
+    # When the user signed in (None when unknown).
+    signed_in: datetime | None = None
 
     @property
     def public_id(self) -> str:
@@ -70,7 +72,15 @@ def _info(record: repository.Record) -> SessionInfo:
         expires=expires,
         user_agent=str(client.get("ua", "")),
         ip=str(client.get("ip", "")),
+        signed_in=_signed_in(client.get("at")),
     )
+
+
+def _signed_in(value: Any) -> datetime | None:
+    """The login record's time, or None when absent or not a sane number."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**33:
+        return None
+    return _when(value * 1000)
 
 
 def _client(raw: bytes | None) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 ``SessionMiddlewareStack(inner)`` puts a session_ng store in
 ``scope["session"]``, chosen by the session cookie and by the alias parameter
-of the websocket URL (``ws://host/ws/chat/?_s=1``), loaded with native async
-calls. ``AuthMiddlewareStack(inner)`` adds ``scope["user"]`` on top.
+of the URL (``ws://host/ws/chat/?_s=1``), loaded with native async calls. On
+HTTP it also saves the session and sets the cookie when the response starts,
+as Channels' own stack does. ``AuthMiddlewareStack(inner)`` adds
+``scope["user"]`` on top.
 
 ``SessionRefreshMixin`` makes every received message keep the session alive
 (one round trip, no data rewritten): a user who only chats is not logged out
@@ -16,6 +18,7 @@ at the socket's next message.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 from typing import Any
@@ -27,11 +30,24 @@ from channels.db import database_sync_to_async
 from channels.layers import DEFAULT_CHANNEL_LAYER
 from channels.sessions import CookieMiddleware
 from django.conf import settings
+from django.contrib.sessions.backends.base import UpdateError
+from django.core.exceptions import SuspiciousOperation
+from django.core.handlers.asgi import ASGIRequest
+from django.utils.http import http_date
 
 from session_ng import repository, touch_queue
-from session_ng.aliases import DEFAULT_ALIAS, is_valid_alias, parse_cookie
+from session_ng.aliases import (
+    DEFAULT_ALIAS,
+    SessionManager,
+    format_cookie,
+    is_valid_alias,
+    parse_cookie,
+)
 from session_ng.backends.redis import SessionStore, now_ms
 from session_ng.conf import conf
+from session_ng.exceptions import TooManySessions
+from session_ng.middleware import INTERRUPTED_MESSAGE, renewal_due
+from session_ng.resolvers import Resolution
 from session_ng.socket_groups import group_name
 from session_ng.users import user_pk
 
@@ -54,8 +70,10 @@ class SessionMiddleware:
     """ASGI middleware: ``scope["session"]`` from the cookie and the alias.
 
     Needs channels' CookieMiddleware in front of it (SessionMiddlewareStack
-    does that). It reads the session; it never sets cookies (a websocket
-    cannot): HTTP requests keep going through session_ng's Django middleware.
+    does that). On a websocket it only reads the session (a socket cannot set
+    cookies). On HTTP (Channels' HTTP consumers) it saves the session and sets
+    the cookie when the response starts, as Channels' own SessionMiddleware
+    does, in session_ng's cookie format (see ``HttpSessionSaver``).
     """
 
     def __init__(self, inner: Any) -> None:
@@ -70,8 +88,159 @@ class SessionMiddleware:
         alias = scope_alias(scope)
         sessions = parse_cookie(scope["cookies"].get(settings.SESSION_COOKIE_NAME))
         store = SessionStore(sessions.get(alias))
+        if scope.get("type") == "http":
+            # The browser's other sessions are checked in the load's round
+            # trip, so the cookie this response sets can drop the dead ones.
+            store.companions = [key for other, key in sessions.items() if other != alias]
+            if alias not in sessions:
+                # A session created under this new alias must fit MAX_ALIASES,
+                # as with session_ng's middleware.
+                request = ASGIRequest(scope, io.BytesIO())
+                request.session = store
+                resolution = Resolution(
+                    alias=alias,
+                    sessions=sessions,
+                    had_cookie=settings.SESSION_COOKIE_NAME in scope["cookies"],
+                )
+                manager = SessionManager(request, resolution)
+                store.creation_check = manager.check_new_alias
+                store.acreation_check = manager.acheck_new_alias
+            else:
+                manager = None
+            send = HttpSessionSaver(scope, store, alias, sessions, send, manager).send
         store._session_cache = await store.aload()
         return await self.inner(dict(scope, session=store, session_alias=alias), receive, send)
+
+
+class HttpSessionSaver:
+    """Saves an HTTP consumer's session and sets its cookie.
+
+    When the response starts (and is not a server error): a session that was
+    modified (or every session, with ``SESSION_SAVE_EVERY_REQUEST``) is saved
+    with ``asave()``, which raises if the session was deleted meanwhile: that
+    becomes Django's ``SuspiciousOperation``, as with Channels' stack. A
+    session that was only read is saved as session_ng's middleware saves it
+    (only what changed: in-place changes are kept, an unchanged one costs
+    nothing). The cookie is set, in session_ng's format (this alias's key
+    among the browser's others), when the session changed, when its renewal
+    is due, or when the set of the browser's sessions changed; it is deleted
+    when the last of them was emptied.
+    """
+
+    def __init__(
+        self,
+        scope: Scope,
+        store: SessionStore,
+        alias: str,
+        sessions: dict[str, str],
+        send: Any,
+        manager: SessionManager | None = None,
+    ) -> None:
+        self.store = store
+        self.alias = alias
+        self.sessions = sessions
+        self.had_cookie = settings.SESSION_COOKIE_NAME in scope["cookies"]
+        self.real_send = send
+        # Set for a new alias: it knows which other sessions were ended to
+        # make room for this one (and drops them from the cookie).
+        self.manager = manager
+        self.refused: TooManySessions | None = None
+
+    async def send(self, message: dict[str, Any]) -> Any:
+        kind = message.get("type")
+        if self.refused is not None:
+            # The consumer's body belongs to the response it wanted to send.
+            if kind == "http.response.body" and not message.get("more_body", False):
+                text = str(self.refused)
+                return await self.real_send({"type": kind, "body": text.encode()})
+            return None
+        if kind == "http.response.start" and message.get("status", 200) < 500:
+            try:
+                message = await self.finish(message)
+            except TooManySessions as exc:
+                # A new alias past MAX_ALIASES: nothing was stored; a 400 that
+                # says why, as session_ng's middleware answers.
+                self.refused = exc
+                message = {
+                    "type": kind,
+                    "status": 400,
+                    "headers": [(b"Content-Type", b"text/plain; charset=utf-8")],
+                }
+        return await self.real_send(message)
+
+    async def finish(self, message: dict[str, Any]) -> dict[str, Any]:
+        store = self.store
+        explicit = store.modified or bool(settings.SESSION_SAVE_EVERY_REQUEST)
+        if not (explicit or store.accessed):
+            return message
+        sessions = {
+            alias: key
+            for alias, key in self.sessions.items()
+            if alias == self.alias
+            or store.companions_alive is None
+            or key in store.companions_alive
+        }
+        renew = False
+        if store.is_empty():
+            # Flushed, or never held anything: nothing is stored for it.
+            sessions.pop(self.alias, None)
+        else:
+            renew = explicit or renewal_due(store)
+            if renew:
+                store.cookie_renewed_at = now_ms()
+            try:
+                if explicit:
+                    await store.asave()
+                else:
+                    await store.asave_changes()
+            except UpdateError:
+                raise SuspiciousOperation(INTERRUPTED_MESSAGE) from None
+            if store.session_key is not None:
+                sessions[self.alias] = store.session_key
+        if self.manager is not None:
+            sessions = self.manager.prune(sessions)
+        if not renew and sessions == self.sessions:
+            return message
+        message = dict(message, headers=list(message.get("headers", ())))
+        if sessions:
+            max_age, expires = self.cookie_age(store, several=len(sessions) > 1)
+            CookieMiddleware.set_cookie(
+                message,
+                settings.SESSION_COOKIE_NAME,
+                format_cookie(sessions),
+                max_age=max_age,
+                expires=expires,
+                domain=settings.SESSION_COOKIE_DOMAIN,
+                path=settings.SESSION_COOKIE_PATH,
+                secure=settings.SESSION_COOKIE_SECURE or None,
+                httponly=settings.SESSION_COOKIE_HTTPONLY or None,
+                samesite=settings.SESSION_COOKIE_SAMESITE or None,
+            )
+        elif self.had_cookie:
+            CookieMiddleware.delete_cookie(
+                message,
+                settings.SESSION_COOKIE_NAME,
+                path=settings.SESSION_COOKIE_PATH,
+                domain=settings.SESSION_COOKIE_DOMAIN,
+            )
+        return message
+
+    @staticmethod
+    def cookie_age(store: SessionStore, several: bool) -> tuple[int | None, str | None]:
+        """(Max-Age, Expires) of the cookie: the session's own, never shorter
+        than the default when the cookie carries other sessions too (the rule
+        of session_ng's middleware)."""
+        if store.is_empty():
+            at_close, age = settings.SESSION_EXPIRE_AT_BROWSER_CLOSE, settings.SESSION_COOKIE_AGE
+        else:
+            at_close, age = store.get_expire_at_browser_close(), store.get_expiry_age()
+        if several and settings.SESSION_EXPIRE_AT_BROWSER_CLOSE:
+            at_close = True
+        if at_close:
+            return None, None
+        if several:
+            age = max(age, settings.SESSION_COOKIE_AGE)
+        return int(age), http_date(time.time() + age)
 
 
 async def _nothing() -> None:

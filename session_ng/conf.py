@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "WEBSOCKET_REFRESH_INTERVAL": 0,
     # Seconds a Redis call may take before the store reports Redis as unavailable.
     "SOCKET_TIMEOUT": 5.0,
+    # The engine module sessions are moved over from, lazily (see
+    # session_ng.migration); None once the switch is done.
+    "MIGRATE_FROM": None,
 }
 
 # A namespace ends up at the front of every key name; keep it boring so that it

@@ -139,6 +139,12 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, reconnecting whenever Redis goes away."""
+        logger.info(
+            "session_ng worker %s starting (namespace %s, sweeps every %g s)",
+            self.id,
+            conf.namespace,
+            self.sweep_interval,
+        )
         failures = 0
         while not stop.is_set():
             try:
@@ -154,7 +160,10 @@ class Worker:
                 stop.wait(delay)
         self._release()
         logger.info(
-            "session_ng worker %s stopped after reporting %d events", self.id, self.reported
+            "session_ng worker %s stopped after reporting %d %s",
+            self.id,
+            self.reported,
+            "event" if self.reported == 1 else "events",
         )
 
     def _serve(self, stop: threading.Event) -> None:

@@ -40,6 +40,13 @@ def session_event(ns: str, session_key: str) -> str:
     return f"{ns}:sessions:{{{session_key}}}:event"
 
 
+def session_import_marker(ns: str, session_key: str) -> str:
+    """Set when a session was imported from another engine (same slot as its
+    hash): it is imported once, never again after it ended here, for as long
+    as the old store could still hand it out."""
+    return f"{ns}:sessions:{{{session_key}}}:imported"
+
+
 def session_key_from_shadow(ns: str, name: str) -> str | None:
     """Inverse of :func:`session_shadow`."""
     suffix = ":expires"

@@ -30,6 +30,8 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.core.handlers.exception import response_for_exception
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.http.response import HttpResponseBase
+from django.template import TemplateDoesNotExist
+from django.template.loader import render_to_string
 from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.utils.http import http_date, url_has_allowed_host_and_scheme
 
@@ -60,10 +62,24 @@ INTERRUPTED_MESSAGE = (
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
+RETRY_AFTER_SECONDS = 5
+
+
 def unavailable_response() -> HttpResponse:
-    # 503 with Retry-After, and no Set-Cookie: the browser keeps its cookie.
-    response = HttpResponse(UNAVAILABLE_MESSAGE, status=503, content_type="text/plain")
-    response["Retry-After"] = "5"
+    """503 with Retry-After, and no Set-Cookie: the browser keeps its cookie.
+
+    Rendered from the site's ``503.html`` template when it has one (with
+    ``message`` and ``retry_after``, and no request: its context processors
+    would need the session), plain text otherwise.
+    """
+    context = {"message": UNAVAILABLE_MESSAGE, "retry_after": RETRY_AFTER_SECONDS}
+    body: str
+    try:
+        body, content_type = render_to_string("503.html", context), "text/html; charset=utf-8"
+    except TemplateDoesNotExist:
+        body, content_type = UNAVAILABLE_MESSAGE, "text/plain"
+    response = HttpResponse(body, status=503, content_type=content_type)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
@@ -136,6 +152,14 @@ class SessionMiddleware(DjangoSessionMiddleware):
             if moved is not None:
                 return moved
         request.session = session = self.SessionStore(resolvers.current_key(resolution))
+        if (
+            resolution.had_cookie
+            and not resolution.sessions
+            and not resolution.header_present  # a header client's cookie names nothing
+            and isinstance(session, RedisSessionStore)
+        ):
+            # Maybe a cookie of Django's signed_cookies engine (MIGRATE_FROM).
+            session.adopt_signed_cookie(request.COOKIES[settings.SESSION_COOKIE_NAME])
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
         if isinstance(session, RedisSessionStore) and resolution.source == resolvers.COOKIE:
             session.companions = [
@@ -194,7 +218,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         if plan.save:
             plan.renew = _mark_renewal(session)
             try:
-                session.save()
+                if isinstance(session, RedisSessionStore):
+                    session.save_changes()  # nothing changed: no round trip
+                else:
+                    session.save()
             except UpdateError:
                 raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
         return self._finish(request, response, plan)
@@ -209,7 +236,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         if plan.save:
             plan.renew = _mark_renewal(session)
             try:
-                await session.asave()
+                if isinstance(session, RedisSessionStore):
+                    await session.asave_changes()  # nothing changed: no round trip
+                else:
+                    await session.asave()
             except UpdateError:
                 raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
         return self._finish(request, response, plan)

@@ -582,6 +582,10 @@ class SavePlan:
     sets_expiry: bool = True
     # The middleware sends the cookie with this response: when (epoch ms).
     renewed: int | None = None
+    # A session imported from another engine (create only): the life in ms
+    # it had left there. The save sets its import marker, and is refused
+    # ("exists") when the marker is there: imported once, never again.
+    import_life: int | None = None
 
 
 def bucket_minute(expiry_ms: int) -> int:
@@ -598,8 +602,37 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
     """
     if split_slots():
         return (yield from _save_split(ns, plan))
+    reply = yield _save_eval(ns, plan)
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def import_sessions(ns: str, plans: Sequence[SavePlan]) -> Operation[list[str]]:
+    """Save the imported sessions ``plans`` (each with ``import_life``): "ok"
+    or "exists" (imported before, or being imported) for each, in order.
+
+    One pipelined round trip for them all on one server. On Redis Cluster
+    each is saved on its own: a batch sent again because its node missed the
+    script would find the sessions it did save "exists" and skip the writes
+    to their buckets and indexes.
+    """
+    if split_slots():
+        statuses = []
+        for plan in plans:
+            statuses.append((yield from save(ns, plan)))
+        return statuses
+    if not plans:
+        return []
+    replies = yield Batch([_save_eval(ns, plan) for plan in plans])
+    return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+
+
+def _save_eval(ns: str, plan: SavePlan) -> Eval:
+    """The one script call that saves ``plan`` on one server."""
     layout = ""
     extra: list[str] = []
+    if plan.import_life is not None:
+        layout += "m"
+        extra.append(keys.session_import_marker(ns, plan.session_key))
     # A rotation files the new key even when the minute did not change.
     moved = plan.bucket != plan.old_bucket or plan.replaces is not None
     if plan.bucket is not None and moved:
@@ -621,8 +654,7 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
             keys.session_shadow(ns, plan.replaces),
             keys.session_event(ns, plan.replaces),
         ]
-    reply = yield _save_call(ns, plan, layout, extra)
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
+    return _save_call(ns, plan, layout, extra)
 
 
 def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Eval:
@@ -651,6 +683,8 @@ def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Ev
         args += ["renewed", plan.renewed]  # metadata: written as it is
     args.append(len(plan.to_delete))
     args += [ATTR_PREFIX + name for name in plan.to_delete]
+    if plan.import_life is not None:
+        args.append(plan.import_life)
     return Eval(
         SAVE,
         (
@@ -674,7 +708,10 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
     """
     moved = plan.bucket != plan.old_bucket or plan.replaces is not None
     layout = "C" + ("B" if plan.bucket is not None and moved else "")
-    reply = yield _save_call(ns, plan, layout, ())
+    marker: tuple[str, ...] = ()
+    if plan.import_life is not None:  # in the session's slot
+        layout, marker = "m" + layout, (keys.session_import_marker(ns, plan.session_key),)
+    reply = yield _save_call(ns, plan, layout, marker)
     if not isinstance(reply, list):
         return reply.decode() if isinstance(reply, bytes) else str(reply)
     kept, life = bool(int(reply[1])), reply[2].decode()

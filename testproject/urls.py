@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", views.login_view, name="login"),
     path("logout/", views.logout_view, name="logout"),
+    path("logout/all/", views.logout_all_view, name="logout-all"),
     path("api/session/", views.session_json, name="session-json"),
     path("api/login/", views.api_login, name="api-login"),
     path("api/logout/", views.api_logout, name="api-logout"),

@@ -88,6 +88,19 @@ def sign_in(page: Page, base: str, username: str, alias: str | None = None) -> N
     page.click("button:has-text('Sign in')")
 
 
+def open_chooser(page: Page) -> None:
+    """Open the account menu at the top right (a <details>)."""
+    if page.locator("#account-chooser").get_attribute("open") is None:
+        page.click("#account-chooser summary")
+
+
+def other_accounts(page: Page) -> list[str]:
+    return [
+        f"{a.locator('.account-name').text_content()} ({a.get_attribute('data-alias')})"
+        for a in page.locator("#accounts a[data-alias]").all()
+    ]
+
+
 def test_two_users_in_two_tabs_of_one_browser(context: BrowserContext, live_server, users) -> None:  # type: ignore[no-untyped-def]
     base = live_server.url
     first, second = context.new_page(), context.new_page()
@@ -114,10 +127,14 @@ def test_two_users_in_two_tabs_of_one_browser(context: BrowserContext, live_serv
     expect(second.locator("#visits")).to_have_text("3")  # sign-in, two clicks
     assert second.url == base + "/?_s=1"
 
-    # Both accounts are in the switcher, in either tab.
-    expect(first.locator("#accounts a[data-alias]")).to_have_text(["alice (0)", "bob (1)"])
+    # Each tab's account menu offers the other account.
+    open_chooser(first)
+    assert other_accounts(first) == ["bob (1)"]
+    screenshot(first, "account-chooser")
     first.click("#accounts a[data-alias='1']")
     expect(first.locator("#who")).to_have_text("bob")
+    open_chooser(first)
+    assert other_accounts(first) == ["alice (0)"]
     first.click("#accounts a[data-alias='0']")
     expect(first.locator("#who")).to_have_text("alice")
 
@@ -129,12 +146,13 @@ def test_two_users_in_two_tabs_of_one_browser(context: BrowserContext, live_serv
 
     # Signing out of one keeps the other.
     bob_key = cookie["value"].split("~1.")[1]
+    open_chooser(second)
     second.click("#logout")
     expect(second.locator("#who")).to_have_text("not signed in")
     first.reload()
     expect(first.locator("#who")).to_have_text("alice")
     # The page after sign-out counts a visit: alias 1 is a new, anonymous session.
-    expect(first.locator("#accounts a[data-alias]")).to_have_text(["alice (0)", "anonymous (1)"])
+    assert other_accounts(first) == ["guest (1)"]
     (cookie,) = [c for c in context.cookies() if c["name"] == "sessionid"]
     assert bob_key not in cookie["value"]
     assert not SessionStore().exists(bob_key)
@@ -144,8 +162,10 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
 
 
 def screenshot(page: Page, name: str) -> None:
+    """Saved under .cache/screenshots/ to be looked at (docs/images/ has the
+    README's copies)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
 def admin_user(page: Page) -> str:

@@ -81,6 +81,8 @@ def site(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) ->
         "DJANGO_DB": str(logs / "db.sqlite3"),
         "DEMO_CHAT_IDLE_SECONDS": str(IDLE),
         "DJANGO_DEBUG": "0",
+        # RFC 6455's code, which daphne refuses: the mixin's stand-in is tested here.
+        "DEMO_WEBSOCKET_CLOSE_CODE": "1008",
     }
     python = sys.executable
     subprocess.run(
@@ -212,6 +214,20 @@ async def test_going_silent_logs_out_and_the_worker_closes_the_chat(
     assert body["user"] is None
 
 
+async def test_an_idle_chat_stays_open_longer_than_redis_pys_socket_timeout(site: Site) -> None:
+    # redis-py 8 reads with a 5 s socket timeout by default, and channels_redis
+    # waits for a socket's next message with a blocking read of 5 s: on an
+    # idle socket the two race, and the consumer died (1011) after about 6 s.
+    key = await asyncio.to_thread(login, site)  # the default idle timeout
+    ws = await chat(site, key)
+    assert await close_code(ws, within=8) is None
+    await ws.send(json.dumps({"text": "still here"}))
+    assert json.loads(await ws.recv()) == {"type": "message", "user": "alice", "text": "still here"}
+    await ws.close()
+    assert ws.close_code == 1000
+    assert "TimeoutError" not in site.log()
+
+
 async def test_a_delete_in_another_process_closes_the_socket(
     site: Site, redis_server: RedisServer, settings: Any
 ) -> None:
@@ -261,6 +277,7 @@ def test_the_chat_page_in_two_tabs_of_a_real_browser(site: Site) -> None:
 
             other_tab = context.new_page()
             other_tab.goto(site.http + "/")
+            other_tab.click("#account-chooser summary")
             other_tab.locator("#logout").click()
             expect(other_tab.locator("#who")).to_have_text("not signed in")
 

@@ -156,3 +156,53 @@ def test_deploy_checks_do_not_run_by_default() -> None:
     assert "check_keyspace_notifications" not in {
         check.__name__ for check in registry.registry.get_checks(include_deployment_checks=False)
     }
+
+
+def cookie_check_ids() -> list[str]:
+    """The ids of every session-cookie deployment check, Django's and ours."""
+    from django.core.checks import Tags, run_checks
+
+    messages = run_checks(tags=[Tags.security], include_deployment_checks=True)
+    return sorted(str(m.id) for m in messages if m.id in COOKIE_CHECK_IDS)
+
+
+COOKIE_CHECK_IDS = {
+    *(f"security.W0{n}" for n in range(10, 16)),
+    "session_ng.W012",
+    "session_ng.W015",
+}
+
+
+@pytest.fixture
+def without_django_sessions(settings):  # type: ignore[no-untyped-def]
+    settings.INSTALLED_APPS = [a for a in settings.INSTALLED_APPS if a != "django.contrib.sessions"]
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if "SessionMiddleware" not in m] + [
+        "session_ng.middleware.SessionMiddleware"
+    ]
+    return settings
+
+
+def test_w012_an_insecure_cookie_without_django_sessions(without_django_sessions) -> None:  # type: ignore[no-untyped-def]
+    without_django_sessions.SESSION_COOKIE_SECURE = False
+    assert cookie_check_ids() == ["session_ng.W012"]
+    without_django_sessions.SESSION_COOKIE_SECURE = True
+    assert cookie_check_ids() == []
+
+
+def test_w015_a_script_readable_cookie_without_django_sessions(without_django_sessions) -> None:  # type: ignore[no-untyped-def]
+    without_django_sessions.SESSION_COOKIE_SECURE = True
+    without_django_sessions.SESSION_COOKIE_HTTPONLY = False
+    assert cookie_check_ids() == ["session_ng.W015"]
+
+
+def test_with_django_sessions_installed_only_djangos_checks_say_it(settings) -> None:  # type: ignore[no-untyped-def]
+    assert "django.contrib.sessions" in settings.INSTALLED_APPS
+    settings.SESSION_COOKIE_SECURE = False
+    settings.SESSION_COOKIE_HTTPONLY = False
+    assert cookie_check_ids() == ["security.W010", "security.W013"]
+
+
+def test_with_djangos_middleware_only_djangos_checks_say_it(without_django_sessions) -> None:  # type: ignore[no-untyped-def]
+    without_django_sessions.MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
+    without_django_sessions.SESSION_COOKIE_SECURE = False
+    assert cookie_check_ids() == ["security.W011"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.sessions.backends.base import UpdateError
 
 from session_ng.backends.redis import SessionStore
 
@@ -33,7 +34,7 @@ def test_read_costs_one(saved: str, roundtrips) -> None:  # type: ignore[no-unty
     s = SessionStore(saved)
     assert s["a"] == 1
     assert s.get("b") == [1, 2]
-    s.save()  # nothing changed: no second round trip
+    s.save_changes()  # the middleware's save: nothing changed, no second round trip
     assert roundtrips.count == 1
 
 
@@ -59,7 +60,7 @@ def test_cycle_key_costs_one_after_load(saved: str, roundtrips) -> None:  # type
     roundtrips.reset()
     s.cycle_key()
     assert roundtrips.count == 1
-    s.save()  # cycle_key marks the session modified; nothing left to write
+    s.save_changes()  # cycle_key marks the session modified; nothing left to write
     assert roundtrips.count == 1
 
 
@@ -73,3 +74,49 @@ async def test_async_read_and_write_cost_the_same(saved: str, roundtrips) -> Non
     await s.asave()
     assert roundtrips.count == 2
     assert SessionStore(saved)["a"] == 3
+
+
+def test_an_explicit_unchanged_save_costs_one_and_finds_a_deleted_session(
+    saved: str,
+    roundtrips,  # type: ignore[no-untyped-def]
+) -> None:
+    # Django's contract: save() of a session deleted meanwhile raises
+    # UpdateError, changed or not. Only the explicit save() pays for knowing.
+    SessionStore(saved).save()  # the server learns the script (NOSCRIPT, then EVAL)
+    s = SessionStore(saved)
+    assert s["a"] == 1
+    roundtrips.reset()
+    s.save()
+    assert roundtrips.count == 1
+    SessionStore(saved).delete()
+    roundtrips.reset()
+    s.save_changes()  # the middleware's save cannot know, and costs nothing
+    assert roundtrips.count == 0
+    with pytest.raises(UpdateError):
+        s.save()
+    assert roundtrips.count == 1
+    assert not SessionStore().exists(saved)
+
+
+async def test_an_explicit_unchanged_asave_finds_a_deleted_session(saved: str) -> None:
+    s = SessionStore(saved)
+    assert await s.aget("a") == 1
+    await s.asave()  # alive: no error
+    await SessionStore(saved).adelete()
+    await s.asave_changes()
+    with pytest.raises(UpdateError):
+        await s.asave()
+    assert not await SessionStore().aexists(saved)
+
+
+def test_an_explicit_unchanged_save_slides_the_idle_timer(saved: str, r) -> None:  # type: ignore[no-untyped-def]
+    from session_ng import keys
+    from session_ng.conf import conf
+
+    s = SessionStore(saved)
+    assert s["a"] == 1
+    hash_key = keys.session_hash(conf.namespace, saved)
+    before = int(r.hget(hash_key, "accessed")) - 60_000
+    r.hset(hash_key, "accessed", before)  # as if last used a minute ago
+    s.save()
+    assert int(r.hget(hash_key, "accessed")) >= before + 60_000

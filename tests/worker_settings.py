@@ -38,3 +38,7 @@ LOGGING = {
     "handlers": {"stderr": {"class": "logging.StreamHandler"}},
     "loggers": {"session_ng": {"handlers": ["stderr"], "level": "INFO"}},
 }
+
+if os.environ.get("WORKER_LOGGING") == "django-default":
+    # As in a new project: nothing in LOGGING about session_ng.
+    LOGGING: dict[str, object] = {}

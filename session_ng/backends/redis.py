@@ -11,10 +11,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import (
     VALID_KEY_CHARS,
@@ -24,7 +25,7 @@ from django.contrib.sessions.backends.base import (
 )
 from django.utils import timezone
 
-from session_ng import repository
+from session_ng import migration, repository
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
@@ -168,6 +169,9 @@ class SessionStore(SessionBase):
         # the next save records it (hash field "renewed"), the baseline of
         # its renewal rule.
         self.cookie_renewed_at: int | None = None
+        # A cookie of Django's signed_cookies engine that this store's key
+        # was derived from (see adopt_signed_cookie).
+        self.migration_cookie: str | None = None
 
     # --- reads that hand out values ---------------------------------------------
 
@@ -249,6 +253,8 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         loaded, alive = self._run(self._load_operation(key))
+        if loaded is None and conf.MIGRATE_FROM:
+            loaded = self._migrate(key)
         return self._accept(loaded, alive)
 
     async def aload(self) -> dict[str, Any]:
@@ -256,7 +262,96 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         loaded, alive = await self._arun(self._load_operation(key))
+        if loaded is None and conf.MIGRATE_FROM:
+            loaded = await self._amigrate(key)
         return self._accept(loaded, alive)
+
+    # --- migration from another engine (SESSION_NG["MIGRATE_FROM"]) -----------
+
+    def adopt_signed_cookie(self, cookie: str) -> None:
+        """For a store without a key: take the session that ``cookie``, one of
+        Django's signed_cookies engine, holds, when MIGRATE_FROM names that
+        engine. It is imported on first access under a key derived from the
+        cookie (a bad cookie is then no session, as before)."""
+        key = migration.signed_cookie_key(cookie)
+        if key is not None and self.session_key is None:
+            self._session_key = key
+            self.migration_cookie = cookie
+
+    def import_plan(self, data: dict[str, Any], remaining_ms: int) -> SavePlan:
+        """The save that imports ``data``, a session of another engine with
+        ``remaining_ms`` left to live there, under this store's key."""
+        plan = self._plan(data, create=True)
+        assert plan is not None
+        if plan.expires_at is not None:
+            life: int | None = plan.expires_at - plan.now
+        elif plan.max_inactive >= 0:
+            life = plan.max_inactive * 1000
+        else:
+            life = None
+        # Set in place: dataclasses.replace() costs a bulk import a tenth of its time.
+        plan.import_life = remaining_ms
+        plan.bucket = None
+        if life is not None:
+            plan.bucket = repository.bucket_minute(plan.now + min(life, remaining_ms))
+        return plan
+
+    @classmethod
+    def import_plans(cls, sessions: Iterable[tuple[str, dict[str, Any], int]]) -> list[SavePlan]:
+        """``import_plan`` for many (session key, data, remaining ms), with
+        one store: what a bulk import saves in one round trip."""
+        store = cls()
+        plans = []
+        for session_key, data, remaining_ms in sessions:
+            store._session_key = session_key
+            plans.append(store.import_plan(data, remaining_ms))
+        return plans
+
+    def _imported(self, plan: SavePlan, status: str) -> Record | None:
+        """What Redis holds once ``plan`` was tried: the record it wrote, or
+        None when another request imported it first (the caller reloads)."""
+        if status != "ok":
+            return None
+        return Record(
+            session_key=plan.session_key,
+            created=plan.now,
+            accessed=plan.now,
+            max_inactive=plan.max_inactive,
+            expires_at=plan.expires_at,
+            user=plan.user,
+            bucket=plan.bucket,
+            attributes=dict(plan.to_set),
+        )
+
+    def _migrate(self, key: str) -> Record | Corrupt | None:
+        """A session of the MIGRATE_FROM engine that Redis does not know yet,
+        moved into Redis under ``key``: once (the save's import marker), and
+        not as a new session (no session_created)."""
+        source = migration.current()
+        found = source.find(key, self.migration_cookie) if source is not None else None
+        if source is None or found is None:
+            return None
+        plan = self.import_plan(found.data, found.remaining_ms)
+        record = self._imported(plan, self._run(repository.save(conf.namespace, plan)))
+        source.forget(key)
+        if record is not None:
+            return record
+        return self._run(self._load_operation(key))[0]
+
+    async def _amigrate(self, key: str) -> Record | Corrupt | None:
+        source = migration.current()
+        if source is None:
+            return None
+        # The old stores are synchronous (the ORM, files, caches).
+        found = await sync_to_async(source.find)(key, self.migration_cookie)
+        if found is None:
+            return None
+        plan = self.import_plan(found.data, found.remaining_ms)
+        record = self._imported(plan, await self._arun(repository.save(conf.namespace, plan)))
+        await sync_to_async(source.forget)(key)
+        if record is not None:
+            return record
+        return (await self._arun(self._load_operation(key)))[0]
 
     def _load_operation(
         self, key: str
@@ -384,30 +479,77 @@ class SessionStore(SessionBase):
             return
 
     def save(self, must_create: bool = False) -> None:
-        if self.session_key is None:
-            return self.create()
-        data = self._get_session(no_load=must_create)
-        if self._forgotten():
-            return self.create()
-        plan = self._plan(data, must_create)
-        if plan is not None:
-            self._finish(plan, self._run(repository.save(conf.namespace, plan)))
-            event = self._created_event(plan)
-            if event is not None:
-                session_created.send(sender=type(self), **event)
+        """Django's save: writes what changed since the load, and when nothing
+        did, still makes sure the session exists (one round trip that slides
+        its idle timer, as Django's engines renew an unchanged session, unless
+        ``touch`` is False) and raises ``UpdateError`` if it was deleted
+        meanwhile, as they do."""
+        if not self._write(must_create):
+            self._confirm(self._run(self._confirm_operation()))
 
     async def asave(self, must_create: bool = False) -> None:
+        if not await self._awrite(must_create):
+            self._confirm(await self._arun(self._confirm_operation()))
+
+    def save_changes(self) -> None:
+        """Write what changed since the load, and nothing, with no round trip,
+        when nothing did. session_ng's middleware saves every session a request
+        accessed this way (an untouched or unchanged one costs nothing); unlike
+        ``save()`` it cannot notice that an unchanged session was deleted
+        meanwhile."""
+        self._write(must_create=False)
+
+    async def asave_changes(self) -> None:
+        await self._awrite(must_create=False)
+
+    def _write(self, must_create: bool) -> bool:
+        """Save what changed; False when there was nothing to write."""
         if self.session_key is None:
-            return await self.acreate()
+            self.create()
+            return True
+        data = self._get_session(no_load=must_create)
+        if self._forgotten():
+            self.create()
+            return True
+        plan = self._plan(data, must_create)
+        if plan is None:
+            return False
+        self._finish(plan, self._run(repository.save(conf.namespace, plan)))
+        event = self._created_event(plan)
+        if event is not None:
+            session_created.send(sender=type(self), **event)
+        return True
+
+    async def _awrite(self, must_create: bool) -> bool:
+        if self.session_key is None:
+            await self.acreate()
+            return True
         data = await self._aget_session(no_load=must_create)
         if self._forgotten():
-            return await self.acreate()
+            await self.acreate()
+            return True
         plan = self._plan(data, must_create)
-        if plan is not None:
-            self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
-            event = self._created_event(plan)
-            if event is not None:
-                await session_created.asend(sender=type(self), **event)
+        if plan is None:
+            return False
+        self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
+        event = self._created_event(plan)
+        if event is not None:
+            await session_created.asend(sender=type(self), **event)
+        return True
+
+    def _confirm_operation(self) -> repository.Operation[bool]:
+        assert self.session_key is not None
+        if self.touch is False:
+            # Code that only looks (api.get_session) does not keep it alive.
+            return repository.exists(conf.namespace, self.session_key)
+        return repository.touch(conf.namespace, self.session_key, now_ms())
+
+    def _confirm(self, alive: bool) -> None:
+        if not alive:
+            # Deleted (logged out elsewhere, say) since the load: Django's
+            # engines refuse to save it, and so do we (no resurrection).
+            self._record = None
+            raise UpdateError
 
     def _forgotten(self) -> bool:
         """True when the load just found nothing and dropped the key."""

@@ -10,6 +10,10 @@
 --   u  user index of the session's logged-in user (SADD, TTL refresh)
 --   r  three keys: hash, shadow and event claim of the session this one
 --      replaces (rotation; the claim says "rotated" so no worker reports it)
+--   m  the import marker of a session imported from another engine
+--      (create only): the save is refused ("exists") when the marker is
+--      there, else it sets it; the session's life is at most the remaining
+--      life it had in the old store, the ARGV after the deleted names
 -- and, on Redis Cluster, where those keys live in other slots, two letters
 -- that take no key:
 --   B  file the session under ARGV[7] (the caller does the SADD elsewhere)
@@ -23,7 +27,8 @@
 --   | 12 "1" if this save sets the expiry (ARGV 3-4), "0" if it only carries
 --     the values the caller loaded | 13 how long a bucket is kept past its
 --     minute (ms) | 14 n_set, then n_set name/value pairs
---   | then n_del, then n_del names
+--   | then n_del, then n_del names | then, with layout "m", the remaining
+--     life in ms the session had in the store it is imported from
 --
 -- Modes: "create" (the key must be free), "update" (the session must be
 -- alive; only the listed attributes change), "replace" (an update whose
@@ -72,6 +77,9 @@ for letter in string.gmatch(ARGV[9], '.') do
   end
 end
 
+-- An imported session is imported once: not again after it ended here.
+if slot['m'] and redis.call('EXISTS', slot['m']) == 1 then return 'exists' end
+
 -- The expiry. A save that did not change it must not undo a concurrent
 -- request's set_expiry(): when the stored values differ from what the caller
 -- loaded, they win, and so does the bucket that request filed the session in.
@@ -106,6 +114,7 @@ for i = pos, pos + 2 * n_set - 1 do to_set[#to_set + 1] = ARGV[i] end
 pos = pos + 2 * n_set
 local n_del = tonumber(ARGV[pos]); pos = pos + 1
 for i = pos, pos + n_del - 1 do to_delete[#to_delete + 1] = ARGV[i] end
+local import_life = slot['m'] and tonumber(ARGV[pos + n_del])
 
 -- The metadata.
 local function put(name, value)
@@ -138,6 +147,7 @@ if expires_at_arg ~= '' then
 elseif max_inactive >= 0 then
   life = max_inactive * 1000
 end
+if import_life and life and import_life < life then life = import_life end
 
 -- On a rotation the replaced key is the one that leaves its bucket and index.
 local leaving = session_key
@@ -175,6 +185,10 @@ else
   -- let expire (not deleted) so that this end is reported as an expiry.
   redis.call('SET', shadow, '', 'PX', 1)
   redis.call('PEXPIRE', hash, grace)
+end
+
+if slot['m'] then
+  redis.call('SET', slot['m'], '', 'PX', string.format('%d', math.max(import_life or 0, 0) + grace))
 end
 
 -- The user index: its TTL covers the longest-lived session it lists.

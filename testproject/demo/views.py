@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.conf import settings
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import authenticate, get_user_model, login, logout
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from ua_parser import parse as parse_user_agent
 
 from session_ng import api
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import TooManySessions
+from session_ng.users import user_pk
 from testproject.demo.models import SessionEvent
 
 
@@ -79,12 +83,45 @@ def session_json(request: HttpRequest) -> JsonResponse:
     )
 
 
+@require_POST
+def logout_all_view(request: HttpRequest) -> HttpResponse:
+    """Sign out of every account of this browser (every alias's session)."""
+    manager = request.session_manager  # type: ignore[attr-defined]
+    for alias, key in manager.session_keys().items():
+        if alias != manager.current_alias:
+            SessionStore().delete(key)
+    logout(request)
+    manager.users()  # finds the others gone: the response drops them from the cookie
+    return redirect(manager.encode_url("/", "0"))
+
+
+@dataclass(frozen=True)
+class ListedSession:
+    info: api.SessionInfo
+    device: str  # "Chrome on Linux"
+
+
+def device_name(user_agent: str) -> str:
+    """A readable device, from the ua-parser library's rules."""
+    if not user_agent:
+        return "Unknown device"
+    parsed = parse_user_agent(user_agent)
+    browser = parsed.user_agent.family if parsed.user_agent else "Unknown browser"
+    system = parsed.os.family if parsed.os else None
+    browser = browser.removeprefix("Headless")  # HeadlessChrome is Chrome
+    return f"{browser} on {system}" if system and system != "Other" else browser
+
+
 @login_required
 def active_sessions(request: HttpRequest) -> HttpResponse:
+    sessions = [
+        ListedSession(info=info, device=device_name(info.user_agent))
+        for info in api.find_sessions(request.user)
+    ]
     return render(
         request,
         "demo/sessions.html",
-        {"sessions": api.find_sessions(request.user), "current": request.session.session_key},
+        {"sessions": sessions, "current": request.session.session_key},
     )
 
 
@@ -108,7 +145,13 @@ def end_other_sessions(request: HttpRequest) -> HttpResponse:
 
 
 def event_log(request: HttpRequest) -> HttpResponse:
-    return render(request, "demo/events.html", {"events": SessionEvent.objects.all()[:50]})
+    events = list(SessionEvent.objects.all()[:50])
+    model = get_user_model()
+    ids = {pk for e in events if (pk := user_pk(model, e.user_id or None)) is not None}
+    names = {str(pk): u.get_username() for pk, u in model._default_manager.in_bulk(ids).items()}
+    for e in events:
+        e.username = names.get(e.user_id, f"user {e.user_id}" if e.user_id else "")  # type: ignore[attr-defined]
+    return render(request, "demo/events.html", {"events": events})
 
 
 @login_required

@@ -3,17 +3,24 @@
 Run one or more per deployment (under systemd, supervisord, a Kubernetes
 Deployment ...). Several are safe: each end is reported once, and one at a
 time sweeps. Stops cleanly on SIGTERM and SIGINT.
+
+Unless ``LOGGING`` already sends the ``session_ng.worker`` logger somewhere,
+the command prints its log on stdout: the start, each event and the stop at
+the default verbosity, the sweeps too with ``-v 2``, nothing with ``-v 0``.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from session_ng.events import Worker
+from session_ng.events import Worker, logger
 
 
 class Command(BaseCommand):
@@ -41,4 +48,29 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        Worker(sweep_interval=options["sweep_interval"], lock_ttl=options["lock_ttl"]).run(stop)
+        worker = Worker(sweep_interval=options["sweep_interval"], lock_ttl=options["lock_ttl"])
+        with self.console_log(int(options["verbosity"])):
+            worker.run(stop)
+
+    @contextmanager
+    def console_log(self, verbosity: int) -> Iterator[None]:
+        """The worker's log on stdout, when nothing else shows it.
+
+        Django's default LOGGING leaves ``session_ng`` without a handler (only
+        warnings would reach stderr, through Python's last resort): a worker
+        started by hand would say nothing of what it does. A site whose
+        LOGGING handles ``session_ng`` keeps its own configuration.
+        """
+        if verbosity == 0 or logger.hasHandlers():
+            yield
+            return
+        handler = logging.StreamHandler(self.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        level = logger.level
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)

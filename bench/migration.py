@@ -1,0 +1,118 @@
+"""``python -m bench.migration [--sessions 50000] [--batch-size 1000] [--rounds 3]``:
+how fast ``manage.py session_ng_import`` moves sessions out of Django's ``db`` engine.
+
+A private ``redis-server`` and a temporary SQLite database, as ``bench`` uses.
+Each round fills the session table with ``--sessions`` logged-in sessions
+(written with the db engine's own encoding, spread over the users and over
+two weeks of remaining life), empties Redis, and times ``importer.import_all``
+(what the command runs, less its progress output) from the first read of the
+table to the last batch removed from it. Prints the rate of each round and
+their median, with the CPU time per session of this process and of
+redis-server (``INFO cpu``) and the load average: on a machine that other
+work keeps busy, the CPU times say what the rate would be without it. Every
+session is checked to be in Redis afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from testproject.redis_server import RedisServer
+
+DB_ENGINE = "django.contrib.sessions.backends.db"
+TWO_WEEKS = 14 * 24 * 3600
+
+
+def fill(count: int, user_pks: list[int]) -> None:
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from session_ng.backends.redis import new_session_key
+
+    Session.objects.all().delete()
+    store = SessionStore()
+    now = timezone.now()
+    rows = []
+    for i in range(count):
+        pk = user_pks[i % len(user_pks)]
+        data = {
+            "_auth_user_id": str(pk),
+            "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+            "_auth_user_hash": f"{i:064x}",
+            "cart": ["tea", "cups", {"saucers": i % 7}],
+            "visits": i,
+        }
+        expire = now + timedelta(seconds=60 + (i * 7919) % TWO_WEEKS)
+        rows.append(
+            Session(
+                session_key=new_session_key(), session_data=store.encode(data), expire_date=expire
+            )
+        )
+    Session.objects.bulk_create(rows, batch_size=2000)
+
+
+def redis_cpu_seconds(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=50_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
+        from bench.settings import prepared
+
+        with prepared(server.url, server.port, Path(tmp) / "bench.sqlite3") as user_pks:
+            import redis
+            from django.contrib.sessions.models import Session
+
+            from session_ng.importer import import_all
+            from session_ng.migration import source_for
+
+            client = redis.Redis.from_url(server.url)
+            rates = []
+            for round_number in range(1, args.rounds + 1):
+                fill(args.sessions, user_pks)
+                client.flushall()
+                source = source_for(DB_ENGINE)
+                redis_cpu = redis_cpu_seconds(client)
+                cpu = time.process_time()
+                started = time.perf_counter()
+                progress = import_all(source, batch_size=args.batch_size)
+                elapsed = time.perf_counter() - started
+                cpu = time.process_time() - cpu
+                redis_cpu = redis_cpu_seconds(client) - redis_cpu
+                assert progress.imported == args.sessions, progress
+                assert Session.objects.count() == 0
+                hashes = sum(
+                    1 for _ in client.scan_iter(match="session_ng:sessions:{*}", count=5000)
+                )
+                assert hashes == args.sessions, hashes
+                rates.append(args.sessions / elapsed)
+                per_session = 1e6 / args.sessions
+                print(
+                    f"round {round_number}: {args.sessions:,} sessions in {elapsed:.2f} s, "
+                    f"{rates[-1]:,.0f} sessions/s; CPU per session: this process "
+                    f"{cpu * per_session:.0f} us, redis-server {redis_cpu * per_session:.0f} us; "
+                    f"load average {os.getloadavg()[0]:.2f}"
+                )
+            client.close()
+            print(
+                f"median: {statistics.median(rates):,.0f} sessions/s "
+                f"(--batch-size {args.batch_size})"
+            )
+
+
+if __name__ == "__main__":
+    main()
