@@ -150,6 +150,9 @@ class SessionMiddleware:
             return unavailable_response()
         if isinstance(exception, TooManySessions):
             return too_many_response()
+        if isinstance(exception, UpdateError):
+            # login()'s cycle_key() found the session deleted meanwhile.
+            raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
         return None
 
     @staticmethod

@@ -649,12 +649,23 @@ def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Ev
     )
 
 
+def _session_keys(ns: str, session_key: str) -> tuple[str, str, str]:
+    """A session's own keys: hash, shadow key and event claim (one slot)."""
+    return (
+        keys.session_hash(ns, session_key),
+        keys.session_shadow(ns, session_key),
+        keys.session_event(ns, session_key),
+    )
+
+
 def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
     """``save`` for Redis Cluster: the script, then the other slots' writes.
 
-    The second step runs only once the first succeeded, and every write in it
-    is idempotent. Between the two (a crash, a failover) a rotation's old key
-    can outlive the new one's creation until its own expiry, and a bucket or
+    A rotation retires the old key right after the script, and only if it is
+    still alive (else the new key is taken back and the answer is "gone").
+    The rest runs only once that succeeded, and every write in it is
+    idempotent. Between the steps (a crash, a failover) a rotation's new key
+    can outlive its creation unused until its own expiry, and a bucket or
     index can miss the session: the sweep and the index reads tolerate both
     (a session missing from its bucket is still expired by Redis; the worker's
     keyspace events report it).
@@ -665,6 +676,16 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
     if not isinstance(reply, list):
         return reply.decode() if isinstance(reply, bytes) else str(reply)
     kept, life = bool(int(reply[1])), reply[2].decode()
+    if plan.replaces is not None:
+        # The new key exists now, known to nobody yet. The old one is retired
+        # only if still alive, in its own slot and atomically: a rotation of a
+        # session deleted meanwhile, or the second of two concurrent
+        # rotations, finds it gone and takes its new key back (claimed as
+        # "rotated" too, so no worker reports an end of it).
+        retired = yield Eval(RETIRE, _session_keys(ns, plan.replaces), (GRACE_MS,))
+        if not retired:
+            yield Eval(RETIRE, _session_keys(ns, plan.session_key), (GRACE_MS,))
+            return "gone"
     leaving = plan.replaces or plan.session_key
     follow_up: list[Eval | Command] = []
     if moved and not kept:
@@ -678,15 +699,8 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
             follow_up.append(Command(("PEXPIREAT", bucket, expire_at)))
     if plan.old_user is not None and plan.old_user != plan.user:
         follow_up.append(Command(("SREM", keys.user_index(ns, plan.old_user), leaving)))
-    if plan.replaces is not None:
-        if plan.user is not None:
-            follow_up.append(Command(("SREM", keys.user_index(ns, plan.user), leaving)))
-        retired = (
-            keys.session_hash(ns, plan.replaces),
-            keys.session_shadow(ns, plan.replaces),
-            keys.session_event(ns, plan.replaces),
-        )
-        follow_up.append(Eval(RETIRE, retired, (GRACE_MS,)))
+    if plan.replaces is not None and plan.user is not None:
+        follow_up.append(Command(("SREM", keys.user_index(ns, plan.user), leaving)))
     if plan.user is not None:
         index = keys.user_index(ns, plan.user)
         follow_up.append(Eval(INDEX_ADD, (index,), (plan.session_key, life, GRACE_MS)))

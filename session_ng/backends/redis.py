@@ -548,6 +548,9 @@ class SessionStore(SessionBase):
                 self._finish(plan, self._run(repository.save(conf.namespace, plan)))
             except CreateError:
                 continue
+            except UpdateError:
+                self._refused_rotation()
+                raise
             break
         self.modified = True
         session_rotated.send(sender=type(self), **self._rotated_event(old, plan))
@@ -571,9 +574,23 @@ class SessionStore(SessionBase):
                 self._finish(plan, status)
             except CreateError:
                 continue
+            except UpdateError:
+                self._refused_rotation()
+                raise
             break
         self.modified = True
         await session_rotated.asend(sender=type(self), **self._rotated_event(old, plan))
+
+    def _refused_rotation(self) -> None:
+        """The session being rotated was deleted meanwhile (logout, revoked
+        elsewhere) or rotated by a concurrent request: nothing was written,
+        and this store now holds no session, as a load of the old key would
+        find. The caller gets UpdateError (session_ng's middleware answers 400,
+        as Django does for a save of a session deleted meanwhile)."""
+        self._session_key = None
+        self._session_cache = {}
+        self._record = None
+        self._loaded_values = {}
 
     def _rotated_event(self, old: Record, plan: SavePlan) -> dict[str, Any]:
         return {

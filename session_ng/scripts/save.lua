@@ -30,20 +30,14 @@
 -- caller never loaded the session, e.g. after clear(): the listed attributes
 -- become the whole session and every other attr: field is removed).
 --
--- Returns "ok", "exists" (create: the key is taken) or "gone" (update: the
--- session was deleted or expired meanwhile; nothing is written, so nothing is
--- resurrected).
+-- Returns "ok", "exists" (create: the key is taken) or "gone" (update, or a
+-- rotation: the session, or the one it replaces, was deleted or expired
+-- meanwhile; nothing is written, so nothing is resurrected).
 local hash, shadow = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 local mode = ARGV[2]
 local grace = tonumber(ARGV[5])
 local session_key = ARGV[10]
-
-if mode == 'create' then
-  if redis.call('EXISTS', hash) == 1 then return 'exists' end
-elseif redis.call('EXISTS', hash, shadow) < 2 then
-  return 'gone'
-end
 
 -- Every hash write of this save is collected and sent as one HSET and one
 -- HDEL (in chunks, so a session with thousands of attributes stays within
@@ -70,6 +64,16 @@ for letter in string.gmatch(ARGV[9], '.') do
       slot['r2'] = KEYS[k]; slot['r3'] = KEYS[k + 1]; k = k + 2
     end
   end
+end
+
+if mode == 'create' then
+  if redis.call('EXISTS', hash) == 1 then return 'exists' end
+  -- A rotation carries on the session it replaces, so that one must still be
+  -- alive: deleted meanwhile (logout, revoked) or rotated already by a
+  -- concurrent request, it is not brought back under a new key.
+  if slot['r'] and redis.call('EXISTS', slot['r'], slot['r2']) < 2 then return 'gone' end
+elseif redis.call('EXISTS', hash, shadow) < 2 then
+  return 'gone'
 end
 
 -- The expiry. A save that did not change it must not undo a concurrent
