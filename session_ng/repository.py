@@ -514,6 +514,57 @@ def _wrong_type(reply: Exception) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply)
 
 
+def _loggable(name: str) -> str:
+    """A key name for a log line: a session key in it is cut (it is a secret)."""
+    head, brace, rest = name.partition(":sessions:{")
+    if not brace:
+        return name
+    session_key, _, tail = rest.partition("}")
+    return f"{head}{brace}{_short(session_key)}}}{tail}"
+
+
+def _skip_wrong_types(calls: Sequence[Eval | Command], replies: Sequence[Any]) -> list[Any]:
+    """The replies of a batch sent with ``errors_as_values``: a call that met a
+    key of the wrong type is logged and its reply is None; any other error is
+    raised. For the worker's writes, which must not stop on one corrupt key."""
+    kept: list[Any] = []
+    for call, reply in zip(calls, replies, strict=True):
+        if isinstance(reply, Exception):
+            if not _wrong_type(reply):
+                raise reply
+            what, name = (
+                (call.script.name, call.keys[0])
+                if isinstance(call, Eval)
+                else (str(call.args[0]), str(call.args[1]))
+            )
+            logger.warning(
+                "session store: %s skipped, %s is a key of the wrong type", what, _loggable(name)
+            )
+            reply = None
+        kept.append(reply)
+    return kept
+
+
+def _member_keys(members: Any, where: str) -> tuple[list[str], int]:
+    """The session keys listed in a set (sorted), and how many members were
+    no session key at all (not text, or not a key's shape): those are
+    dropped, and logged."""
+    found: list[str] = []
+    junk = 0
+    for member in members:
+        try:
+            key = member.decode()
+        except UnicodeDecodeError:
+            key = ""
+        if keys.is_valid_session_key(key):
+            found.append(key)
+        else:
+            junk += 1
+    if junk:
+        logger.warning("session store: %d member(s) of %s are no session key; ignored", junk, where)
+    return sorted(found), junk
+
+
 def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
     """The live sessions in a user's index, read without touching them.
 
@@ -792,10 +843,17 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
     report = SweepReport()
     due = now // MINUTE_MS
     cursor_key = keys.sweep_cursor(ns)
-    cursor = yield Command(("GET", cursor_key))
     first = due - SWEEP_LOOKBACK_MINUTES
-    if cursor is not None:
-        first = max(first, int(cursor) + 1)
+    swept = yield from _read_cursor(cursor_key)
+    if swept is not None and swept <= due + SWEEP_LOOKBACK_MINUTES:
+        first = max(first, swept + 1)
+    elif swept is not None:
+        logger.warning(
+            "session store: sweep cursor %s is a day ahead of the clock (%d); "
+            "sweeping the last day's buckets again",
+            cursor_key,
+            swept,
+        )
     minutes = range(first, due + 1)
     for start in range(0, len(minutes), SWEEP_SCAN_MINUTES):
         span = minutes[start : start + SWEEP_SCAN_MINUTES]
@@ -824,29 +882,64 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
     return report
 
 
+def _read_cursor(cursor_key: str) -> Operation[int | None]:
+    """The last minute swept, or None (never swept, or the cursor is corrupt:
+    logged, and overwritten by the sweep's next SET)."""
+    try:
+        cursor = yield Command(("GET", cursor_key))
+    except redis.exceptions.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        cursor = b"(a key of the wrong type)"
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        logger.warning(
+            "session store: sweep cursor %s holds no minute (%r); "
+            "sweeping the last day's buckets again",
+            cursor_key,
+            cursor[:40],
+        )
+        return None
+
+
+def _bucket_members(ns: str, minute: int) -> Operation[tuple[list[str], int]]:
+    """The session keys filed under ``minute``, and how many members were
+    no session key (ignored). A bucket that is no set
+    (corrupt) is logged and deleted: nothing can be filed in it, and nothing
+    that is no session key can be swept."""
+    bucket = keys.expiration_bucket(ns, minute)
+    try:
+        members = yield Command(("SMEMBERS", bucket))
+    except redis.exceptions.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        logger.warning("session store: expiration bucket %s is no set; deleted", bucket)
+        yield Command(("DEL", bucket))
+        return [], 0
+    return _member_keys(members, bucket)
+
+
 def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operation[None]:
     """Sweep the members of one bucket into ``report`` (the bucket is left)."""
-    members = yield Command(("SMEMBERS", keys.expiration_bucket(ns, minute)))
-    session_keys = sorted(m.decode() for m in members)
+    session_keys, junk = yield from _bucket_members(ns, minute)
+    report.dropped += junk
     for start in range(0, len(session_keys), SWEEP_BATCH):
-        chunk = [
-            k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)
+        chunk = session_keys[start : start + SWEEP_BATCH]
+        calls = [
+            Eval(SWEEP_MEMBER, (keys.session_hash(ns, k), keys.session_shadow(ns, k)), (now,))
+            for k in chunk
         ]
-        report.dropped += min(SWEEP_BATCH, len(session_keys) - start) - len(chunk)
-        if not chunk:
-            continue
-        replies = yield Batch(
-            [
-                Eval(
-                    SWEEP_MEMBER,
-                    (keys.session_hash(ns, k), keys.session_shadow(ns, k)),
-                    (now,),
-                )
-                for k in chunk
-            ]
-        )
-        follow_up: list[Command] = []
+        replies = _skip_wrong_types(calls, (yield Batch(calls, errors_as_values=True)))
+        follow_up: list[Eval | Command] = []
         for session_key, reply in zip(chunk, replies, strict=True):
+            if reply is None:
+                # Its hash is of the wrong type: a load treats it as absent,
+                # so it has ended; reported without data.
+                report.expired.append(Ended(session_key, CORRUPT))
+                continue
             status = reply[0]
             if status == b"alive":
                 report.refiled += 1
@@ -871,7 +964,7 @@ def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operat
             else:
                 report.vanished.append(session_key)
         if follow_up:
-            yield Batch(follow_up)
+            _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
 
 
 # --- the worker's operations -------------------------------------------------
@@ -914,16 +1007,20 @@ def claim_ends(
     ours = [i for i, won in enumerate(claimed) if won]
     if not ours:
         return answers
-    hashes = yield Batch(
-        [Command(("HGETALL", keys.session_hash(ns, session_keys[i]))) for i in ours]
-    )
+    reads = [Command(("HGETALL", keys.session_hash(ns, session_keys[i]))) for i in ours]
+    hashes = _skip_wrong_types(reads, (yield Batch(reads, errors_as_values=True)))
     follow_up: list[Eval | Command] = []
     for i, fields in zip(ours, hashes, strict=True):
-        record = parse_record(session_keys[i], fields) if fields else None
+        record: Record | Corrupt | None
+        if fields is None:
+            record = CORRUPT  # a hash of the wrong type: reported without data
+        else:
+            record = parse_record(session_keys[i], fields) if fields else None
         answers[i] = record
         follow_up += _end_follow_up(ns, session_keys[i], kind, record)
     if follow_up:
-        yield Batch(follow_up)
+        # The end is claimed: a corrupt index or bucket must not lose its report.
+        _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
     return answers
 
 
@@ -955,8 +1052,7 @@ def _end_follow_up(
 def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:
     """Look at every session filed under ``minute``: Redis expires those whose
     time has come as they are looked at. Returns the keys found ended."""
-    members = yield Command(("SMEMBERS", keys.expiration_bucket(ns, minute)))
-    session_keys = sorted(m.decode() for m in members if keys.is_valid_session_key(m.decode()))
+    session_keys, _ = yield from _bucket_members(ns, minute)
     if not session_keys:
         return []
     replies = yield Batch([Command(("EXISTS", keys.session_shadow(ns, k))) for k in session_keys])
