@@ -523,26 +523,51 @@ def _loggable(name: str) -> str:
     return f"{head}{brace}{_short(session_key)}}}{tail}"
 
 
-def _skip_wrong_types(calls: Sequence[Eval | Command], replies: Sequence[Any]) -> list[Any]:
+def _skip_wrong_types(
+    calls: Sequence[Eval | Command], replies: Sequence[Any] | None, best_effort: bool = False
+) -> list[Any]:
     """The replies of a batch sent with ``errors_as_values``: a call that met a
     key of the wrong type is logged and its reply is None; any other error is
-    raised. For the worker's writes, which must not stop on one corrupt key."""
+    raised, but for an outage in a ``best_effort`` batch (logged and None too;
+    ``replies`` is None when the whole batch was skipped). For writes that
+    must not fail on one corrupt key: the worker's, and a save's follow-ups."""
+    if replies is None:
+        return [None] * len(calls)
     kept: list[Any] = []
     for call, reply in zip(calls, replies, strict=True):
         if isinstance(reply, Exception):
-            if not _wrong_type(reply):
-                raise reply
             what, name = (
                 (call.script.name, call.keys[0])
                 if isinstance(call, Eval)
                 else (str(call.args[0]), str(call.args[1]))
             )
-            logger.warning(
-                "session store: %s skipped, %s is a key of the wrong type", what, _loggable(name)
-            )
+            if _wrong_type(reply):
+                logger.warning(
+                    "session store: %s is a key of the wrong type; skipped (%s)",
+                    _loggable(name),
+                    what,
+                )
+            elif best_effort and is_outage(reply):
+                logger.warning(
+                    "session store: follow-up write skipped, Redis unavailable for %s: %s",
+                    _loggable(name),
+                    str(reply)[:300],
+                )
+            else:
+                raise reply
             reply = None
         kept.append(reply)
     return kept
+
+
+def _log_notes(notes: Sequence[bytes]) -> None:
+    """What a script says it did about keys of the wrong type (save.lua)."""
+    for note in notes:
+        action, _, name = note.decode().partition(" ")
+        if action == "replaced":
+            logger.warning("session store: %s was a key of the wrong type; replaced by a set", name)
+        else:
+            logger.warning("session store: %s is a key of the wrong type; skipped", name)
 
 
 def _member_keys(members: Any, where: str) -> tuple[list[str], int]:
@@ -660,6 +685,9 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
             keys.session_event(ns, plan.replaces),
         ]
     reply = yield _save_call(ns, plan, layout, extra)
+    if isinstance(reply, list):  # "ok", with notes
+        _log_notes(reply[1:])
+        return "ok"
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
@@ -727,6 +755,7 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
     if not isinstance(reply, list):
         return reply.decode() if isinstance(reply, bytes) else str(reply)
     kept, life = bool(int(reply[1])), reply[2].decode()
+    _log_notes(reply[3:])
     if plan.replaces is not None:
         # The new key exists now, known to nobody yet. The old one is retired
         # only if still alive, in its own slot and atomically: a rotation of a
@@ -756,9 +785,13 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
         index = keys.user_index(ns, plan.user)
         follow_up.append(Eval(INDEX_ADD, (index,), (plan.session_key, life, GRACE_MS)))
     if follow_up:
-        # The session is saved: a node of a bucket or an index being down
-        # must not turn that into an error (see the docstring).
-        yield Batch(follow_up, best_effort=True)
+        # The session is saved: a node of a bucket or an index being down,
+        # or a key of the wrong type there, must not turn that into an error
+        # (see the docstring).
+        replies = yield Batch(follow_up, best_effort=True, errors_as_values=True)
+        for call, reply in zip(follow_up, _skip_wrong_types(follow_up, replies, True), strict=True):
+            if isinstance(call, Eval) and reply == 2:  # index_add.lua replaced it
+                _log_notes([b"replaced " + call.keys[0].encode()])
     return "ok"
 
 
@@ -807,7 +840,8 @@ def delete(
     if fix_up:
         # The session is gone and its end claimed: a stale bucket or index
         # entry is dropped when it is next read.
-        yield Batch(fix_up, best_effort=True)
+        replies = yield Batch(fix_up, best_effort=True, errors_as_values=True)
+        _skip_wrong_types(fix_up, replies, best_effort=True)
     # Not claimed: it was not alive any more, or its end was claimed (and is
     # reported) by someone else.
     return Ended(session_key, record) if claimed else None

@@ -667,7 +667,9 @@ class SessionStore(SessionBase):
         if self._never_expires(expiry):
             return NEVER_EXPIRES_COOKIE_AGE
         age = int(django(**{**kwargs, "expiry": expiry}))
-        return min(age, MAX_INACTIVE_SECONDS)
+        # An expiry in the past (a stored date in year 1) is no negative age
+        # (a cookie date before year 1 fails the response): the cookie ends now.
+        return max(0, min(age, MAX_INACTIVE_SECONDS))
 
     def _date(self, django: Callable[..., Any], expiry: Any, kwargs: dict[str, Any]) -> datetime:
         expiry = normal_expiry(expiry)
