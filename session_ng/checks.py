@@ -74,6 +74,59 @@ def check_keyspace_notifications(app_configs: Any = None, **kwargs: Any) -> list
     ]
 
 
+# What a full Redis may evict under each policy (redis.io, "Key eviction"):
+# allkeys-* any key; volatile-* any key that has a TTL, which is nearly every
+# key of session_ng (session hashes, shadow keys, user indexes, buckets, event
+# claims; only sessions that never expire, their indexes and the sweep
+# cursor have none). Only noeviction evicts nothing.
+EVICTS = {
+    "allkeys-lru": "any key",
+    "allkeys-lfu": "any key",
+    "allkeys-random": "any key",
+    "volatile-lru": "any key with a TTL",
+    "volatile-lfu": "any key with a TTL",
+    "volatile-random": "any key with a TTL",
+    "volatile-ttl": "any key with a TTL",
+}
+
+
+@register(Tags.compatibility, deploy=True)
+def check_memory_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``manage.py check --deploy``: can Redis evict session_ng's keys when full?
+
+    Eviction removes one key of a set that must stay whole: an evicted user
+    index makes "sign out everywhere" miss sessions that live on; an evicted
+    shadow key ends a session with no event. Asks with INFO (no CONFIG); a
+    Redis it cannot reach is reported by session_ng.W004.
+    """
+    if conf.problems():
+        return []
+    from session_ng import repository
+    from session_ng.events import retryable
+
+    try:
+        policies = repository.run(repository.memory_policies())
+    except Exception as exc:
+        if not retryable(exc):
+            raise
+        return []
+    risky = sorted({p.policy for p in policies if p.maxmemory and p.policy != "noeviction"})
+    return [
+        Warning(
+            f"Redis runs with maxmemory-policy {policy!r}: when it is full it evicts "
+            f"{EVICTS.get(policy, 'keys')}, session_ng's included. An evicted user index makes "
+            "'sign out everywhere' (api.delete_sessions) miss sessions that stay alive; an "
+            "evicted session key signs its user out with no session_deleted or session_expired "
+            "signal.",
+            hint="Give session_ng a Redis (or a Cluster) of its own with maxmemory-policy "
+            "noeviction, and enough memory (docs: operations, Sizing memory). Full, it then "
+            "refuses writes (503) instead of forgetting sessions.",
+            id="session_ng.W021",
+        )
+        for policy in risky
+    ]
+
+
 # Modules whose loading of bytes can run code: a serializer built on them lets
 # anyone who can write to Redis run code in every web process and worker.
 CODE_RUNNING_MODULES = frozenset(

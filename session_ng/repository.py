@@ -104,6 +104,13 @@ class Eval:
 @dataclass(frozen=True)
 class Command:
     args: tuple[str | int | bytes, ...]
+    # A server command (no key) to send to every primary of a Redis Cluster,
+    # whose replies come as one dict by node; elsewhere it changes nothing.
+    every_primary: bool = False
+
+
+def _command_options(step: Command) -> dict[str, Any]:
+    return {"target_nodes": "primaries"} if step.every_primary and split_slots() else {}
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def _run_sync(client: Any, step: Step) -> Any:
         except redis.exceptions.NoScriptError:
             return client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
-        return client.execute_command(*step.args)
+        return client.execute_command(*step.args, **_command_options(step))
     with_source = False
     while True:
         pipe = client.pipeline(transaction=False)
@@ -211,7 +218,7 @@ async def _run_async(client: Any, step: Step) -> Any:
         except redis.exceptions.NoScriptError:
             return await client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
-        return await client.execute_command(*step.args)
+        return await client.execute_command(*step.args, **_command_options(step))
     with_source = False
     while True:
         pipe = client.pipeline(transaction=False)
@@ -1131,6 +1138,27 @@ def enable_notifications(current: str) -> Operation[str]:
     wanted = current + missing_flags(current)
     yield Command(("CONFIG", "SET", "notify-keyspace-events", wanted))
     return wanted
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """What a Redis server does when it is full (``INFO memory``)."""
+
+    maxmemory: int  # bytes; 0: no limit, nothing is ever evicted
+    policy: str  # maxmemory-policy: noeviction, allkeys-lru, volatile-ttl ...
+
+
+def memory_policies() -> Operation[list[MemoryPolicy]]:
+    """The memory limit and eviction policy of the server, or of every node
+    that answers on Redis Cluster. Read with INFO, which managed Redis allows
+    where it refuses CONFIG."""
+    reply = yield Command(("INFO", "memory"), every_primary=True)
+    # One server's fields, or (Cluster) one dict of them per node.
+    infos = [reply] if "maxmemory_policy" in reply else list(reply.values())
+    return [
+        MemoryPolicy(int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", "")))
+        for info in infos
+    ]
 
 
 def probe_notifications(ns: str, token: str) -> Operation[None]:
