@@ -486,7 +486,16 @@ class SessionStore(SessionBase):
             replaces=replaces.session_key if replaces is not None else None,
             replace_all=not create and baseline is None,
             sets_expiry=(
-                baseline is None or EXPIRY_KEY in to_set or EXPIRY_KEY in to_delete or create
+                baseline is None
+                or EXPIRY_KEY in to_set
+                or EXPIRY_KEY in to_delete
+                or create
+                # Signing in or out changes the default expiry when anonymous
+                # sessions have their own.
+                or (
+                    conf.ANONYMOUS_MAX_INACTIVE is not None
+                    and (user is None) != (baseline.user is None)
+                )
             ),
             renewed=self.cookie_renewed_at,
         )
@@ -524,6 +533,12 @@ class SessionStore(SessionBase):
         """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""
         expiry = normal_expiry(data.get(EXPIRY_KEY), aware=True)
         default = min(int(self.get_session_cookie_age()), MAX_INACTIVE_SECONDS)
+        anonymous = conf.ANONYMOUS_MAX_INACTIVE
+        if anonymous is not None and data.get(USER_KEY) is None:
+            # No one signed in: the session ends sooner unless someone signs
+            # in (login() saves it again with the full timeout) or the view
+            # set its own expiry (below).
+            default = min(default, int(anonymous))
         if isinstance(expiry, datetime):
             try:
                 return default, math.floor(expiry.timestamp() * 1000)

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it only frees memory (a claim it may write is a few bytes), so it
+-- runs when Redis is full under noeviction: a logout still works.
 -- Remove the old key of a rotated session (Redis Cluster: the new key lives
 -- in another slot, so save.lua cannot do it in the same script).
 --
