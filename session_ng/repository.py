@@ -604,19 +604,29 @@ def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
     removed from the index as they are found (so it never grows stale).
     """
     index = keys.user_index(ns, user_id)
-    members = yield Command(("SMEMBERS", index))
-    listed = sorted(m.decode() for m in members)
-    candidates = [k for k in listed if keys.is_valid_session_key(k)]
-    stale = [k for k in listed if not keys.is_valid_session_key(k)]
+    try:
+        members = yield Command(("SMEMBERS", index))
+    except redis.exceptions.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        # Corrupt: who it listed is unknown. The user's next login replaces it.
+        logger.warning("session store: %s is a key of the wrong type; no sessions listed", index)
+        return []
+    candidates, _ = _member_keys(members, index)
+    # Members that are no session key (junk) go, as raw as they came.
+    valid = set(candidates)
+    stale: list[str | bytes] = [m for m in members if m.decode(errors="replace") not in valid]
     records: list[Record] = []
     if candidates:
         calls: list[Eval | Command] = []
         for key in candidates:
             calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
             calls.append(Command(("HGETALL", keys.session_hash(ns, key))))
-        replies = yield Batch(calls)
+        # A session whose keys are of the wrong type is corrupt: not listed.
+        replies = _skip_wrong_types(calls, (yield Batch(calls, errors_as_values=True)))
         for i, key in enumerate(candidates):
-            record = parse_record(key, replies[2 * i + 1]) if replies[2 * i] else None
+            exists, fields = replies[2 * i], replies[2 * i + 1]
+            record = parse_record(key, fields) if exists and fields is not None else None
             if isinstance(record, Record) and record.user == user_id:
                 records.append(record)
             else:

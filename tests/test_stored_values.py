@@ -115,3 +115,33 @@ def test_a_session_expiry_at_the_ends_of_the_calendar_answers_without_a_500(
         assert cookie["max-age"] == 0  # the browser drops it: the session is over
     else:
         assert cookie["max-age"] > 365 * 24 * 3600
+
+
+def test_the_sessions_page_with_a_user_index_of_the_wrong_type(
+    r: Any, django_user_model: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _ = signed_in()
+    index = keys.user_index(NS, alice_pk(django_user_model))
+    r.delete(index)
+    r.set(index, "junk")
+    with caplog.at_level(logging.WARNING, logger="session_ng"):
+        assert client.get("/sessions/").status_code == 200
+        assert api.find_sessions(alice_pk(django_user_model)) == []
+    assert f"{index} is a key of the wrong type; no sessions listed" in caplog.text
+
+
+def test_junk_in_a_user_index_is_dropped_and_the_sessions_listed(
+    r: Any, django_user_model: Any
+) -> None:
+    client, key = signed_in()
+    other = SessionStore()
+    other["_auth_user_id"] = alice_pk(django_user_model)
+    other.save()
+    assert other.session_key is not None
+    r.set(keys.session_hash(NS, other.session_key), "junk")  # corrupt: not listed
+    index = keys.user_index(NS, alice_pk(django_user_model))
+    r.sadd(index, b"\xff\xfe", "short")
+    assert client.get("/sessions/").status_code == 200
+    (info,) = api.find_sessions(alice_pk(django_user_model))
+    assert info.session_key == key
+    assert r.smembers(index) == {key.encode()}
