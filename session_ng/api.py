@@ -6,6 +6,7 @@ Every function has an ``a``-prefixed twin on ``redis.asyncio``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,7 +54,18 @@ def _user_id(user: Any) -> str:
     return str(getattr(user, "pk", user))
 
 
+# The range of a datetime, in epoch ms: a stored time outside it (15 digits
+# pass the load script's integer check; no save writes such a value) is shown
+# as the nearest end of the calendar rather than failing the page.
+_FIRST_MS = math.ceil(datetime.min.replace(tzinfo=UTC).timestamp() * 1000)
+_LAST_MS = math.floor(datetime.max.replace(tzinfo=UTC).timestamp() * 1000)
+
+
 def _when(ms: int) -> datetime:
+    if ms <= _FIRST_MS:
+        return datetime.min.replace(tzinfo=UTC)
+    if ms >= _LAST_MS:
+        return datetime.max.replace(tzinfo=UTC)
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+import sys
 from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.utils.module_loading import import_string
 
 from session_ng.conf import conf
 
@@ -127,3 +130,111 @@ def check_session_cookie(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
             )
         )
     return messages
+
+
+# What a full Redis may evict under each policy (redis.io, "Key eviction"):
+# allkeys-* any key; volatile-* any key that has a TTL, which is nearly every
+# key of session_ng (session hashes, shadow keys, user indexes, buckets, event
+# claims; only sessions that never expire, their indexes and the sweep
+# cursor have none). Only noeviction evicts nothing.
+EVICTS = {
+    "allkeys-lru": "any key",
+    "allkeys-lfu": "any key",
+    "allkeys-random": "any key",
+    "volatile-lru": "any key with a TTL",
+    "volatile-lfu": "any key with a TTL",
+    "volatile-random": "any key with a TTL",
+    "volatile-ttl": "any key with a TTL",
+}
+
+
+@register(Tags.compatibility, deploy=True)
+def check_memory_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """``manage.py check --deploy``: can Redis evict session_ng's keys when full?
+
+    Eviction removes one key of a set that must stay whole: an evicted user
+    index makes "sign out everywhere" miss sessions that live on; an evicted
+    shadow key ends a session with no event. Asks with INFO (no CONFIG); a
+    Redis it cannot reach is reported by session_ng.W004.
+    """
+    if conf.problems():
+        return []
+    from session_ng import repository
+    from session_ng.events import retryable
+
+    try:
+        policies = repository.run(repository.memory_policies())
+    except Exception as exc:
+        if not retryable(exc):
+            raise
+        return []
+    risky = sorted({p.policy for p in policies if p.maxmemory and p.policy != "noeviction"})
+    return [
+        Warning(
+            f"Redis runs with maxmemory-policy {policy!r}: when it is full it evicts "
+            f"{EVICTS.get(policy, 'keys')}, session_ng's included. An evicted user index makes "
+            "'sign out everywhere' (api.delete_sessions) miss sessions that stay alive; an "
+            "evicted session key signs its user out with no session_deleted or session_expired "
+            "signal.",
+            hint="Give session_ng a Redis (or a Cluster) of its own with maxmemory-policy "
+            "noeviction, and enough memory (docs: operations, Sizing memory). Full, it then "
+            "refuses writes (503) instead of forgetting sessions.",
+            id="session_ng.W021",
+        )
+        for policy in risky
+    ]
+
+
+# Modules whose loading of bytes can run code: a serializer built on them lets
+# anyone who can write to Redis run code in every web process and worker.
+CODE_RUNNING_MODULES = frozenset(
+    {"pickle", "_pickle", "cPickle", "dill", "cloudpickle", "jsonpickle", "marshal", "shelve"}
+)
+
+
+def code_running_serializer(path: str) -> str | None:
+    """Why the serializer at ``path`` can run code when it loads, or None.
+
+    It can if its dotted path names pickle (django-redis's, Django's removed
+    PickleSerializer, most home-made ones), or if a module that defines it or
+    one of its bases uses one of CODE_RUNNING_MODULES (``import pickle``,
+    ``from pickle import loads``).
+    """
+    if "pickle" in path.lower():
+        return f"{path} is pickle-based"
+    try:
+        serializer = import_string(path)
+    except ImportError:
+        return None  # Django's own checks and the first request say so
+    classes = inspect.getmro(serializer) if inspect.isclass(serializer) else (serializer,)
+    for cls in classes:
+        module = sys.modules.get(getattr(cls, "__module__", "") or "")
+        if module is None or module.__name__ == "builtins":
+            continue
+        for value in vars(module).values():
+            name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", "")
+            if isinstance(name, str) and name.split(".")[0] in CODE_RUNNING_MODULES:
+                return f"{path} is defined next to {name} ({module.__name__})"
+    return None
+
+
+@register(Tags.security)
+def check_serializer(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
+    """SESSION_SERIALIZER must not be able to run code: session data lives in
+    Redis unsigned, so whoever can write to Redis chooses what it loads."""
+    if settings.SESSION_ENGINE != ENGINE:
+        return []
+    path = str(settings.SESSION_SERIALIZER)
+    why = code_running_serializer(path)
+    if why is None:
+        return []
+    return [
+        Warning(
+            f"SESSION_SERIALIZER can run code when it loads session data ({why}). session_ng "
+            "stores sessions in Redis unsigned, so anyone who can write to that Redis could run "
+            "code in the web processes and in session_ng_worker.",
+            hint="Use Django's default, 'django.core.signing.JSONSerializer', or another "
+            "serializer that only builds data (msgpack, JSON).",
+            id="session_ng.W020",
+        )
+    ]

@@ -34,6 +34,9 @@ DEFAULTS: dict[str, Any] = {
     # The engine module sessions are moved over from, lazily (see
     # session_ng.migration); None once the switch is done.
     "MIGRATE_FROM": None,
+    # Idle timeout (seconds) of sessions with no signed-in user, when shorter
+    # than SESSION_COOKIE_AGE; None: the same as everyone's.
+    "ANONYMOUS_MAX_INACTIVE": None,
 }
 
 # A namespace ends up at the front of every key name; keep it boring so that it
@@ -257,6 +260,17 @@ class Settings:
                     "session_ng.E016",
                     f"SESSION_NG['WEBSOCKET_REFRESH_INTERVAL'] must be a number of seconds, "
                     f"0 or more, not {interval!r}.",
+                )
+            )
+        anonymous = self.ANONYMOUS_MAX_INACTIVE
+        if anonymous is not None and (
+            not isinstance(anonymous, int) or isinstance(anonymous, bool) or anonymous < 1
+        ):
+            found.append(
+                Problem(
+                    "session_ng.E020",
+                    f"SESSION_NG['ANONYMOUS_MAX_INACTIVE'] must be None or a positive number "
+                    f"of seconds (an integer), not {anonymous!r}.",
                 )
             )
         if self.CLUSTER and alias:

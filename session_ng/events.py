@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -322,7 +322,23 @@ class Worker:
                 repository.NOTIFY_FLAGS,
             )
 
+    @contextlib.contextmanager
+    def _carry_on(self, what: str) -> Iterator[None]:
+        """A corrupt key or a bug met while handling one event or one sweep is
+        logged, and the worker goes on: exiting would stop every report (and
+        crash-loop under a supervisor). Outages still reach the reconnect loop."""
+        try:
+            yield
+        except Exception as exc:
+            if retryable(exc):
+                raise
+            logger.exception("session_ng worker %s: %s failed; going on", self.id, what)
+
     def _on_message(self, message: dict[str, Any]) -> None:
+        with self._carry_on("an event"):
+            self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
         name = message["data"].decode() if isinstance(message["data"], bytes) else ""
         ns = conf.namespace
@@ -338,6 +354,10 @@ class Worker:
     # --- sweeping ------------------------------------------------------------
 
     def _sweep(self) -> None:
+        with self._carry_on("a sweep"):
+            self._sweep_once()
+
+    def _sweep_once(self) -> None:
         ns = conf.namespace
         held = repository.run(repository.hold_lock(ns, self.id, self.lock_ttl_ms))
         if held != self.leader:

@@ -187,6 +187,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
             return unavailable_response()
         # TooManySessions is a BadRequest: Django renders it through the
         # site's 400 handler, like its own SessionInterrupted.
+        if isinstance(exception, UpdateError):
+            # login()'s cycle_key() found the session deleted meanwhile.
+            raise SessionInterrupted(INTERRUPTED_MESSAGE) from None
         return None
 
     @staticmethod

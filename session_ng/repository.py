@@ -104,6 +104,13 @@ class Eval:
 @dataclass(frozen=True)
 class Command:
     args: tuple[str | int | bytes, ...]
+    # A server command (no key) to send to every primary of a Redis Cluster,
+    # whose replies come as one dict by node; elsewhere it changes nothing.
+    every_primary: bool = False
+
+
+def _command_options(step: Command) -> dict[str, Any]:
+    return {"target_nodes": "primaries"} if step.every_primary and split_slots() else {}
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def _run_sync(client: Any, step: Step) -> Any:
         except redis.exceptions.NoScriptError:
             return client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
-        return client.execute_command(*step.args)
+        return client.execute_command(*step.args, **_command_options(step))
     with_source = False
     while True:
         pipe = client.pipeline(transaction=False)
@@ -211,7 +218,7 @@ async def _run_async(client: Any, step: Step) -> Any:
         except redis.exceptions.NoScriptError:
             return await client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
-        return await client.execute_command(*step.args)
+        return await client.execute_command(*step.args, **_command_options(step))
     with_source = False
     while True:
         pipe = client.pipeline(transaction=False)
@@ -527,6 +534,82 @@ def _wrong_type(reply: Exception) -> bool:
     return isinstance(reply, redis.exceptions.ResponseError) and "WRONGTYPE" in str(reply)
 
 
+def _loggable(name: str) -> str:
+    """A key name for a log line: a session key in it is cut (it is a secret)."""
+    head, brace, rest = name.partition(":sessions:{")
+    if not brace:
+        return name
+    session_key, _, tail = rest.partition("}")
+    return f"{head}{brace}{_short(session_key)}}}{tail}"
+
+
+def _skip_wrong_types(
+    calls: Sequence[Eval | Command], replies: Sequence[Any] | None, best_effort: bool = False
+) -> list[Any]:
+    """The replies of a batch sent with ``errors_as_values``: a call that met a
+    key of the wrong type is logged and its reply is None; any other error is
+    raised, but for an outage in a ``best_effort`` batch (logged and None too;
+    ``replies`` is None when the whole batch was skipped). For writes that
+    must not fail on one corrupt key: the worker's, and a save's follow-ups."""
+    if replies is None:
+        return [None] * len(calls)
+    kept: list[Any] = []
+    for call, reply in zip(calls, replies, strict=True):
+        if isinstance(reply, Exception):
+            what, name = (
+                (call.script.name, call.keys[0])
+                if isinstance(call, Eval)
+                else (str(call.args[0]), str(call.args[1]))
+            )
+            if _wrong_type(reply):
+                logger.warning(
+                    "session store: %s is a key of the wrong type; skipped (%s)",
+                    _loggable(name),
+                    what,
+                )
+            elif best_effort and is_outage(reply):
+                logger.warning(
+                    "session store: follow-up write skipped, Redis unavailable for %s: %s",
+                    _loggable(name),
+                    str(reply)[:300],
+                )
+            else:
+                raise reply
+            reply = None
+        kept.append(reply)
+    return kept
+
+
+def _log_notes(notes: Sequence[bytes]) -> None:
+    """What a script says it did about keys of the wrong type (save.lua)."""
+    for note in notes:
+        action, _, name = note.decode().partition(" ")
+        if action == "replaced":
+            logger.warning("session store: %s was a key of the wrong type; replaced by a set", name)
+        else:
+            logger.warning("session store: %s is a key of the wrong type; skipped", name)
+
+
+def _member_keys(members: Any, where: str) -> tuple[list[str], int]:
+    """The session keys listed in a set (sorted), and how many members were
+    no session key at all (not text, or not a key's shape): those are
+    dropped, and logged."""
+    found: list[str] = []
+    junk = 0
+    for member in members:
+        try:
+            key = member.decode()
+        except UnicodeDecodeError:
+            key = ""
+        if keys.is_valid_session_key(key):
+            found.append(key)
+        else:
+            junk += 1
+    if junk:
+        logger.warning("session store: %d member(s) of %s are no session key; ignored", junk, where)
+    return sorted(found), junk
+
+
 def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
     """The live sessions in a user's index, read without touching them.
 
@@ -534,19 +617,29 @@ def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
     removed from the index as they are found (so it never grows stale).
     """
     index = keys.user_index(ns, user_id)
-    members = yield Command(("SMEMBERS", index))
-    listed = sorted(m.decode() for m in members)
-    candidates = [k for k in listed if keys.is_valid_session_key(k)]
-    stale = [k for k in listed if not keys.is_valid_session_key(k)]
+    try:
+        members = yield Command(("SMEMBERS", index))
+    except redis.exceptions.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        # Corrupt: who it listed is unknown. The user's next login replaces it.
+        logger.warning("session store: %s is a key of the wrong type; no sessions listed", index)
+        return []
+    candidates, _ = _member_keys(members, index)
+    # Members that are no session key (junk) go, as raw as they came.
+    valid = set(candidates)
+    stale: list[str | bytes] = [m for m in members if m.decode(errors="replace") not in valid]
     records: list[Record] = []
     if candidates:
         calls: list[Eval | Command] = []
         for key in candidates:
             calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
             calls.append(Command(("HGETALL", keys.session_hash(ns, key))))
-        replies = yield Batch(calls)
+        # A session whose keys are of the wrong type is corrupt: not listed.
+        replies = _skip_wrong_types(calls, (yield Batch(calls, errors_as_values=True)))
         for i, key in enumerate(candidates):
-            record = parse_record(key, replies[2 * i + 1]) if replies[2 * i] else None
+            exists, fields = replies[2 * i], replies[2 * i + 1]
+            record = parse_record(key, fields) if exists and fields is not None else None
             if isinstance(record, Record) and record.user == user_id:
                 records.append(record)
             else:
@@ -602,8 +695,7 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
     """
     if split_slots():
         return (yield from _save_split(ns, plan))
-    reply = yield _save_eval(ns, plan)
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
+    return _save_status((yield _save_eval(ns, plan)))
 
 
 def import_sessions(ns: str, plans: Sequence[SavePlan]) -> Operation[list[str]]:
@@ -623,7 +715,16 @@ def import_sessions(ns: str, plans: Sequence[SavePlan]) -> Operation[list[str]]:
     if not plans:
         return []
     replies = yield Batch([_save_eval(ns, plan) for plan in plans])
-    return [r.decode() if isinstance(r, bytes) else str(r) for r in replies]
+    return [_save_status(reply) for reply in replies]
+
+
+def _save_status(reply: Any) -> str:
+    """save.lua's answer: "ok" (maybe with notes, which are logged), "exists"
+    or "gone"."""
+    if isinstance(reply, list):  # "ok", with notes
+        _log_notes(reply[1:])
+        return "ok"
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def _save_eval(ns: str, plan: SavePlan) -> Eval:
@@ -696,12 +797,23 @@ def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Ev
     )
 
 
+def _session_keys(ns: str, session_key: str) -> tuple[str, str, str]:
+    """A session's own keys: hash, shadow key and event claim (one slot)."""
+    return (
+        keys.session_hash(ns, session_key),
+        keys.session_shadow(ns, session_key),
+        keys.session_event(ns, session_key),
+    )
+
+
 def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
     """``save`` for Redis Cluster: the script, then the other slots' writes.
 
-    The second step runs only once the first succeeded, and every write in it
-    is idempotent. Between the two (a crash, a failover) a rotation's old key
-    can outlive the new one's creation until its own expiry, and a bucket or
+    A rotation retires the old key right after the script, and only if it is
+    still alive (else the new key is taken back and the answer is "gone").
+    The rest runs only once that succeeded, and every write in it is
+    idempotent. Between the steps (a crash, a failover) a rotation's new key
+    can outlive its creation unused until its own expiry, and a bucket or
     index can miss the session: the sweep and the index reads tolerate both
     (a session missing from its bucket is still expired by Redis; the worker's
     keyspace events report it).
@@ -715,6 +827,17 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
     if not isinstance(reply, list):
         return reply.decode() if isinstance(reply, bytes) else str(reply)
     kept, life = bool(int(reply[1])), reply[2].decode()
+    _log_notes(reply[3:])
+    if plan.replaces is not None:
+        # The new key exists now, known to nobody yet. The old one is retired
+        # only if still alive, in its own slot and atomically: a rotation of a
+        # session deleted meanwhile, or the second of two concurrent
+        # rotations, finds it gone and takes its new key back (claimed as
+        # "rotated" too, so no worker reports an end of it).
+        retired = yield Eval(RETIRE, _session_keys(ns, plan.replaces), (GRACE_MS,))
+        if not retired:
+            yield Eval(RETIRE, _session_keys(ns, plan.session_key), (GRACE_MS,))
+            return "gone"
     leaving = plan.replaces or plan.session_key
     follow_up: list[Eval | Command] = []
     if moved and not kept:
@@ -728,22 +851,19 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
             follow_up.append(Command(("PEXPIREAT", bucket, expire_at)))
     if plan.old_user is not None and plan.old_user != plan.user:
         follow_up.append(Command(("SREM", keys.user_index(ns, plan.old_user), leaving)))
-    if plan.replaces is not None:
-        if plan.user is not None:
-            follow_up.append(Command(("SREM", keys.user_index(ns, plan.user), leaving)))
-        retired = (
-            keys.session_hash(ns, plan.replaces),
-            keys.session_shadow(ns, plan.replaces),
-            keys.session_event(ns, plan.replaces),
-        )
-        follow_up.append(Eval(RETIRE, retired, (GRACE_MS,)))
+    if plan.replaces is not None and plan.user is not None:
+        follow_up.append(Command(("SREM", keys.user_index(ns, plan.user), leaving)))
     if plan.user is not None:
         index = keys.user_index(ns, plan.user)
         follow_up.append(Eval(INDEX_ADD, (index,), (plan.session_key, life, GRACE_MS)))
     if follow_up:
-        # The session is saved: a node of a bucket or an index being down
-        # must not turn that into an error (see the docstring).
-        yield Batch(follow_up, best_effort=True)
+        # The session is saved: a node of a bucket or an index being down,
+        # or a key of the wrong type there, must not turn that into an error
+        # (see the docstring).
+        replies = yield Batch(follow_up, best_effort=True, errors_as_values=True)
+        for call, reply in zip(follow_up, _skip_wrong_types(follow_up, replies, True), strict=True):
+            if isinstance(call, Eval) and reply == 2:  # index_add.lua replaced it
+                _log_notes([b"replaced " + call.keys[0].encode()])
     return "ok"
 
 
@@ -792,7 +912,8 @@ def delete(
     if fix_up:
         # The session is gone and its end claimed: a stale bucket or index
         # entry is dropped when it is next read.
-        yield Batch(fix_up, best_effort=True)
+        replies = yield Batch(fix_up, best_effort=True, errors_as_values=True)
+        _skip_wrong_types(fix_up, replies, best_effort=True)
     # Not claimed: it was not alive any more, or its end was claimed (and is
     # reported) by someone else.
     return Ended(session_key, record) if claimed else None
@@ -828,10 +949,17 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
     report = SweepReport()
     due = now // MINUTE_MS
     cursor_key = keys.sweep_cursor(ns)
-    cursor = yield Command(("GET", cursor_key))
     first = due - SWEEP_LOOKBACK_MINUTES
-    if cursor is not None:
-        first = max(first, int(cursor) + 1)
+    swept = yield from _read_cursor(cursor_key)
+    if swept is not None and swept <= due + SWEEP_LOOKBACK_MINUTES:
+        first = max(first, swept + 1)
+    elif swept is not None:
+        logger.warning(
+            "session store: sweep cursor %s is a day ahead of the clock (%d); "
+            "sweeping the last day's buckets again",
+            cursor_key,
+            swept,
+        )
     minutes = range(first, due + 1)
     for start in range(0, len(minutes), SWEEP_SCAN_MINUTES):
         span = minutes[start : start + SWEEP_SCAN_MINUTES]
@@ -860,29 +988,64 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
     return report
 
 
+def _read_cursor(cursor_key: str) -> Operation[int | None]:
+    """The last minute swept, or None (never swept, or the cursor is corrupt:
+    logged, and overwritten by the sweep's next SET)."""
+    try:
+        cursor = yield Command(("GET", cursor_key))
+    except redis.exceptions.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        cursor = b"(a key of the wrong type)"
+    if cursor is None:
+        return None
+    try:
+        return int(cursor)
+    except ValueError:
+        logger.warning(
+            "session store: sweep cursor %s holds no minute (%r); "
+            "sweeping the last day's buckets again",
+            cursor_key,
+            cursor[:40],
+        )
+        return None
+
+
+def _bucket_members(ns: str, minute: int) -> Operation[tuple[list[str], int]]:
+    """The session keys filed under ``minute``, and how many members were
+    no session key (ignored). A bucket that is no set
+    (corrupt) is logged and deleted: nothing can be filed in it, and nothing
+    that is no session key can be swept."""
+    bucket = keys.expiration_bucket(ns, minute)
+    try:
+        members = yield Command(("SMEMBERS", bucket))
+    except redis.exceptions.ResponseError as exc:
+        if not _wrong_type(exc):
+            raise
+        logger.warning("session store: expiration bucket %s is no set; deleted", bucket)
+        yield Command(("DEL", bucket))
+        return [], 0
+    return _member_keys(members, bucket)
+
+
 def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operation[None]:
     """Sweep the members of one bucket into ``report`` (the bucket is left)."""
-    members = yield Command(("SMEMBERS", keys.expiration_bucket(ns, minute)))
-    session_keys = sorted(m.decode() for m in members)
+    session_keys, junk = yield from _bucket_members(ns, minute)
+    report.dropped += junk
     for start in range(0, len(session_keys), SWEEP_BATCH):
-        chunk = [
-            k for k in session_keys[start : start + SWEEP_BATCH] if keys.is_valid_session_key(k)
+        chunk = session_keys[start : start + SWEEP_BATCH]
+        calls = [
+            Eval(SWEEP_MEMBER, (keys.session_hash(ns, k), keys.session_shadow(ns, k)), (now,))
+            for k in chunk
         ]
-        report.dropped += min(SWEEP_BATCH, len(session_keys) - start) - len(chunk)
-        if not chunk:
-            continue
-        replies = yield Batch(
-            [
-                Eval(
-                    SWEEP_MEMBER,
-                    (keys.session_hash(ns, k), keys.session_shadow(ns, k)),
-                    (now,),
-                )
-                for k in chunk
-            ]
-        )
-        follow_up: list[Command] = []
+        replies = _skip_wrong_types(calls, (yield Batch(calls, errors_as_values=True)))
+        follow_up: list[Eval | Command] = []
         for session_key, reply in zip(chunk, replies, strict=True):
+            if reply is None:
+                # Its hash is of the wrong type: a load treats it as absent,
+                # so it has ended; reported without data.
+                report.expired.append(Ended(session_key, CORRUPT))
+                continue
             status = reply[0]
             if status == b"alive":
                 report.refiled += 1
@@ -907,7 +1070,7 @@ def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operat
             else:
                 report.vanished.append(session_key)
         if follow_up:
-            yield Batch(follow_up)
+            _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
 
 
 # --- the worker's operations -------------------------------------------------
@@ -950,16 +1113,20 @@ def claim_ends(
     ours = [i for i, won in enumerate(claimed) if won]
     if not ours:
         return answers
-    hashes = yield Batch(
-        [Command(("HGETALL", keys.session_hash(ns, session_keys[i]))) for i in ours]
-    )
+    reads = [Command(("HGETALL", keys.session_hash(ns, session_keys[i]))) for i in ours]
+    hashes = _skip_wrong_types(reads, (yield Batch(reads, errors_as_values=True)))
     follow_up: list[Eval | Command] = []
     for i, fields in zip(ours, hashes, strict=True):
-        record = parse_record(session_keys[i], fields) if fields else None
+        record: Record | Corrupt | None
+        if fields is None:
+            record = CORRUPT  # a hash of the wrong type: reported without data
+        else:
+            record = parse_record(session_keys[i], fields) if fields else None
         answers[i] = record
         follow_up += _end_follow_up(ns, session_keys[i], kind, record)
     if follow_up:
-        yield Batch(follow_up)
+        # The end is claimed: a corrupt index or bucket must not lose its report.
+        _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
     return answers
 
 
@@ -991,8 +1158,7 @@ def _end_follow_up(
 def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:
     """Look at every session filed under ``minute``: Redis expires those whose
     time has come as they are looked at. Returns the keys found ended."""
-    members = yield Command(("SMEMBERS", keys.expiration_bucket(ns, minute)))
-    session_keys = sorted(m.decode() for m in members if keys.is_valid_session_key(m.decode()))
+    session_keys, _ = yield from _bucket_members(ns, minute)
     if not session_keys:
         return []
     replies = yield Batch([Command(("EXISTS", keys.session_shadow(ns, k))) for k in session_keys])
@@ -1037,6 +1203,27 @@ def enable_notifications(current: str) -> Operation[str]:
     wanted = current + missing_flags(current)
     yield Command(("CONFIG", "SET", "notify-keyspace-events", wanted))
     return wanted
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """What a Redis server does when it is full (``INFO memory``)."""
+
+    maxmemory: int  # bytes; 0: no limit, nothing is ever evicted
+    policy: str  # maxmemory-policy: noeviction, allkeys-lru, volatile-ttl ...
+
+
+def memory_policies() -> Operation[list[MemoryPolicy]]:
+    """The memory limit and eviction policy of the server, or of every node
+    that answers on Redis Cluster. Read with INFO, which managed Redis allows
+    where it refuses CONFIG."""
+    reply = yield Command(("INFO", "memory"), every_primary=True)
+    # One server's fields, or (Cluster) one dict of them per node.
+    infos = [reply] if "maxmemory_policy" in reply else list(reply.values())
+    return [
+        MemoryPolicy(int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", "")))
+        for info in infos
+    ]
 
 
 def probe_notifications(ns: str, token: str) -> Operation[None]:

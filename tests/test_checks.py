@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.checks import Error, Warning
 
-from session_ng.checks import check_settings
+from session_ng.checks import check_serializer, check_settings
 
 REDIS = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
 
@@ -206,3 +206,41 @@ def test_with_djangos_middleware_only_djangos_checks_say_it(without_django_sessi
     without_django_sessions.MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware"]
     without_django_sessions.SESSION_COOKIE_SECURE = False
     assert cookie_check_ids() == ["security.W011"]
+
+
+@pytest.mark.parametrize(
+    "serializer",
+    [
+        "django_redis.serializers.pickle.PickleSerializer",
+        "tests.unsafe_codec.UnsafeSerializer",
+    ],
+)
+def test_a_serializer_that_can_run_code_is_warned_about(settings, serializer: str) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = REDIS
+    settings.SESSION_SERIALIZER = serializer
+    (warning,) = check_serializer()
+    assert isinstance(warning, Warning)
+    assert warning.id == "session_ng.W020"
+    assert serializer in warning.msg
+
+
+@pytest.mark.parametrize(
+    "serializer",
+    [
+        "django.core.signing.JSONSerializer",
+        "tests.serializers.UpperJSONSerializer",
+        "django_redis.serializers.json.JSONSerializer",
+    ],
+)
+def test_serializers_that_only_build_data_pass(settings, serializer: str) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = REDIS
+    settings.SESSION_SERIALIZER = serializer
+    assert check_serializer() == []
+
+
+def test_the_serializer_warning_is_part_of_manage_py_check(settings) -> None:  # type: ignore[no-untyped-def]
+    from django.core.checks import run_checks
+
+    settings.SESSION_NG = REDIS
+    settings.SESSION_SERIALIZER = "tests.unsafe_codec.UnsafeSerializer"
+    assert "session_ng.W020" in [m.id for m in run_checks()]

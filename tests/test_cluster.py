@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
-from testproject.redis_topologies import RedisClusterSet
+from testproject.redis_topologies import RedisClusterSet, command
 from tests.worker_process import events, wait_for_events
 
 NS = "session_ng"
@@ -265,3 +265,17 @@ def test_a_list_of_startup_nodes_survives_the_first_being_down(
     settings.SESSION_NG = {"REDIS_URL": victim.url, "CLUSTER": True}
     with pytest.raises(SessionStoreUnavailable):
         SessionStore(s.session_key).load()
+
+
+def test_check_deploy_asks_every_primary_for_its_memory_policy(
+    on_cluster: RedisCluster, cluster: RedisClusterSet
+) -> None:
+    from session_ng.checks import check_memory_policy
+
+    assert check_memory_policy() == []
+    last = cluster.primaries()[-1]  # INFO alone would go to one node only
+    command(last.port, "CONFIG", "SET", "maxmemory", "64mb", "maxmemory-policy", "allkeys-lfu")
+    try:
+        assert [m.id for m in check_memory_policy()] == ["session_ng.W021"]
+    finally:
+        command(last.port, "CONFIG", "SET", "maxmemory", "0", "maxmemory-policy", "noeviction")

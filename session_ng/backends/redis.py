@@ -628,7 +628,16 @@ class SessionStore(SessionBase):
             replaces=replaces.session_key if replaces is not None else None,
             replace_all=not create and baseline is None,
             sets_expiry=(
-                baseline is None or EXPIRY_KEY in to_set or EXPIRY_KEY in to_delete or create
+                baseline is None
+                or EXPIRY_KEY in to_set
+                or EXPIRY_KEY in to_delete
+                or create
+                # Signing in or out changes the default expiry when anonymous
+                # sessions have their own.
+                or (
+                    conf.ANONYMOUS_MAX_INACTIVE is not None
+                    and (user is None) != (baseline.user is None)
+                )
             ),
             renewed=self.cookie_renewed_at,
         )
@@ -666,6 +675,12 @@ class SessionStore(SessionBase):
         """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""
         expiry = normal_expiry(data.get(EXPIRY_KEY), aware=True)
         default = min(int(self.get_session_cookie_age()), MAX_INACTIVE_SECONDS)
+        anonymous = conf.ANONYMOUS_MAX_INACTIVE
+        if anonymous is not None and data.get(USER_KEY) is None:
+            # No one signed in: the session ends sooner unless someone signs
+            # in (login() saves it again with the full timeout) or the view
+            # set its own expiry (below).
+            default = min(default, int(anonymous))
         if isinstance(expiry, datetime):
             try:
                 return default, math.floor(expiry.timestamp() * 1000)
@@ -690,6 +705,9 @@ class SessionStore(SessionBase):
                 self._finish(plan, self._run(repository.save(conf.namespace, plan)))
             except CreateError:
                 continue
+            except UpdateError:
+                self._refused_rotation()
+                raise
             break
         self.modified = True
         session_rotated.send(sender=type(self), **self._rotated_event(old, plan))
@@ -713,9 +731,23 @@ class SessionStore(SessionBase):
                 self._finish(plan, status)
             except CreateError:
                 continue
+            except UpdateError:
+                self._refused_rotation()
+                raise
             break
         self.modified = True
         await session_rotated.asend(sender=type(self), **self._rotated_event(old, plan))
+
+    def _refused_rotation(self) -> None:
+        """The session being rotated was deleted meanwhile (logout, revoked
+        elsewhere) or rotated by a concurrent request: nothing was written,
+        and this store now holds no session, as a load of the old key would
+        find. The caller gets UpdateError (session_ng's middleware answers 400,
+        as Django does for a save of a session deleted meanwhile)."""
+        self._session_key = None
+        self._session_cache = {}
+        self._record = None
+        self._loaded_values = {}
 
     def _rotated_event(self, old: Record, plan: SavePlan) -> dict[str, Any]:
         return {
@@ -792,7 +824,9 @@ class SessionStore(SessionBase):
         if self._never_expires(expiry):
             return NEVER_EXPIRES_COOKIE_AGE
         age = int(django(**{**kwargs, "expiry": expiry}))
-        return min(age, MAX_INACTIVE_SECONDS)
+        # An expiry in the past (a stored date in year 1) is no negative age
+        # (a cookie date before year 1 fails the response): the cookie ends now.
+        return max(0, min(age, MAX_INACTIVE_SECONDS))
 
     def _date(self, django: Callable[..., Any], expiry: Any, kwargs: dict[str, Any]) -> datetime:
         expiry = normal_expiry(expiry)

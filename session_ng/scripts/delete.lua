@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it only frees memory (a claim it may write is a few bytes), so it
+-- runs when Redis is full under noeviction: a logout still works.
 -- Delete one session: take it out of its user's index and its expiration
 -- bucket, and claim the report of its end.
 --
@@ -22,8 +25,10 @@ local claimed = 0
 if alive == 1 and redis.call('SET', KEYS[3], 'deleted', 'NX', 'PX', ARGV[2]) then claimed = 1 end
 redis.call('DEL', KEYS[1], KEYS[2])
 local k = 4
+-- An index or bucket of the wrong type (written by something else) is left
+-- as it is: the session is gone either way.
 for letter in string.gmatch(ARGV[3], '.') do
-  redis.call('SREM', KEYS[k], ARGV[1])
+  redis.pcall('SREM', KEYS[k], ARGV[1])
   k = k + 1
 end
 return {claimed, fields}

@@ -35,20 +35,21 @@
 -- caller never loaded the session, e.g. after clear(): the listed attributes
 -- become the whole session and every other attr: field is removed).
 --
--- Returns "ok", "exists" (create: the key is taken) or "gone" (update: the
--- session was deleted or expired meanwhile; nothing is written, so nothing is
--- resurrected).
+-- Returns "ok", "exists" (create: the key is taken) or "gone" (update, or a
+-- rotation: the session, or the one it replaces, was deleted or expired
+-- meanwhile; nothing is written, so nothing is resurrected).
+--
+-- A bucket or user index of the wrong type (written by something else) never
+-- fails the save: a bucket write is skipped (the sweep deletes that bucket
+-- when its minute comes), an index is replaced by a set listing this session
+-- (so "sign out everywhere" still finds it). Then "ok" comes as a list,
+-- {"ok", notes...} ({"ok", kept, life, notes...} with C), each note
+-- "skipped <key>" or "replaced <key>", for the caller to log.
 local hash, shadow = KEYS[1], KEYS[2]
 local now = tonumber(ARGV[1])
 local mode = ARGV[2]
 local grace = tonumber(ARGV[5])
 local session_key = ARGV[10]
-
-if mode == 'create' then
-  if redis.call('EXISTS', hash) == 1 then return 'exists' end
-elseif redis.call('EXISTS', hash, shadow) < 2 then
-  return 'gone'
-end
 
 -- Every hash write of this save is collected and sent as one HSET and one
 -- HDEL (in chunks, so a session with thousands of attributes stays within
@@ -75,6 +76,16 @@ for letter in string.gmatch(ARGV[9], '.') do
       slot['r2'] = KEYS[k]; slot['r3'] = KEYS[k + 1]; k = k + 2
     end
   end
+end
+
+if mode == 'create' then
+  if redis.call('EXISTS', hash) == 1 then return 'exists' end
+  -- A rotation carries on the session it replaces, so that one must still be
+  -- alive: deleted meanwhile (logout, revoked) or rotated already by a
+  -- concurrent request, it is not brought back under a new key.
+  if slot['r'] and redis.call('EXISTS', slot['r'], slot['r2']) < 2 then return 'gone' end
+elseif redis.call('EXISTS', hash, shadow) < 2 then
+  return 'gone'
 end
 
 -- An imported session is imported once: not again after it ended here.
@@ -116,6 +127,18 @@ local n_del = tonumber(ARGV[pos]); pos = pos + 1
 for i = pos, pos + n_del - 1 do to_delete[#to_delete + 1] = ARGV[i] end
 local import_life = slot['m'] and tonumber(ARGV[pos + n_del])
 
+-- Writes to keys outside the session: a key of the wrong type is noted, not
+-- an error (see the header).
+local notes = {}
+local function guarded(command, key, member)
+  local reply = redis.pcall(command, key, member)
+  if type(reply) == 'table' and reply.err then
+    notes[#notes + 1] = 'skipped ' .. key
+    return nil
+  end
+  return reply
+end
+
 -- The metadata.
 local function put(name, value)
   to_set[#to_set + 1] = name
@@ -156,10 +179,11 @@ if slot['r'] then leaving = ARGV[11] end
 -- The expiration bucket: filed under the minute its life ends, rounded up.
 -- With keep_bucket, the request that set the stored expiry filed it.
 if not keep_bucket then
-  if slot['x'] then redis.call('SREM', slot['x'], leaving) end
+  if slot['x'] then guarded('SREM', slot['x'], leaving) end
   if slot['b'] then
-    redis.call('SADD', slot['b'], session_key)
-    redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + tonumber(ARGV[13]))
+    if guarded('SADD', slot['b'], session_key) then
+      redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + tonumber(ARGV[13]))
+    end
     put('bucket', ARGV[7])
   elseif remote_bucket then
     put('bucket', ARGV[7])
@@ -192,15 +216,21 @@ if slot['m'] then
 end
 
 -- The user index: its TTL covers the longest-lived session it lists.
-if slot['o'] then redis.call('SREM', slot['o'], leaving) end
+if slot['o'] then guarded('SREM', slot['o'], leaving) end
 if slot['r'] then
-  if slot['u'] then redis.call('SREM', slot['u'], leaving) end
+  if slot['u'] then guarded('SREM', slot['u'], leaving) end
   redis.call('SET', slot['r3'], 'rotated', 'PX', grace)
   redis.call('DEL', slot['r'], slot['r2'])
 end
 if slot['u'] then
   local index = slot['u']
-  local fresh = redis.call('SADD', index, session_key) == 1 and redis.call('SCARD', index) == 1
+  local added = redis.pcall('SADD', index, session_key)
+  if type(added) == 'table' and added.err then
+    redis.call('DEL', index)
+    added = redis.call('SADD', index, session_key)
+    notes[#notes + 1] = 'replaced ' .. index
+  end
+  local fresh = added == 1 and redis.call('SCARD', index) == 1
   if life == nil then
     redis.call('PERSIST', index)
   else
@@ -211,5 +241,13 @@ if slot['u'] then
     end
   end
 end
-if split then return {'ok', keep_bucket and 1 or 0, life == nil and 'never' or tostring(life)} end
+if split then
+  local reply = {'ok', keep_bucket and 1 or 0, life == nil and 'never' or tostring(life)}
+  for _, note in ipairs(notes) do reply[#reply + 1] = note end
+  return reply
+end
+if #notes > 0 then
+  table.insert(notes, 1, 'ok')
+  return notes
+end
 return 'ok'

@@ -1,3 +1,6 @@
+#!lua flags=allow-oom
+-- allow-oom: it only frees memory (a claim it may write is a few bytes), so it
+-- runs when Redis is full under noeviction: a logout still works.
 -- Let go of the worker lock, if this worker holds it.
 --
 -- KEYS[1] the lock. ARGV[1] this worker's id. Returns 1 if it was released.

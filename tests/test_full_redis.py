@@ -1,0 +1,88 @@
+"""A Redis filled to ``maxmemory`` under ``noeviction`` refuses writes: what
+only frees memory (a logout, "sign out everywhere") must still work."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.test import Client
+
+from session_ng import api, connection, keys
+from session_ng.backends.redis import SessionStore
+from session_ng.exceptions import SessionStoreUnavailable
+from testproject.redis_server import RedisServer
+
+pytestmark = [pytest.mark.standalone, pytest.mark.django_db]
+NS = "session_ng"
+ALICE = {"username": "alice", "password": "alice-password"}
+
+
+@pytest.fixture
+def small_redis(settings: Any) -> Iterator[redis.Redis]:
+    with RedisServer("--maxmemory", "8mb", "--maxmemory-policy", "noeviction") as server:
+        settings.SESSION_NG = {"REDIS_URL": server.url, "ID_RESOLVERS": ["cookie", "header"]}
+        connection.reset()
+        client = redis.Redis.from_url(server.url)
+        try:
+            yield client
+        finally:
+            client.close()
+            connection.reset()
+
+
+def fill(r: redis.Redis) -> None:
+    """Write filler keys until Redis refuses them; then a new session is refused too."""
+    # Big blocks, then small ones: Redis refuses a write only once it is
+    # over the limit, so the last small one takes it past.
+    for size in (20_000, 100):
+        for i in range(100_000):
+            try:
+                r.set(f"filler:{size}:{i}", "x" * size)
+            except redis.exceptions.OutOfMemoryError:
+                break
+        else:
+            raise AssertionError("Redis never filled up")
+    with pytest.raises(SessionStoreUnavailable):
+        SessionStore().save()
+
+
+def logged_in(user_id: str) -> str:
+    s = SessionStore()
+    s["_auth_user_id"] = user_id
+    s.save()
+    assert s.session_key is not None
+    return s.session_key
+
+
+def test_delete_works_when_redis_is_full(small_redis: redis.Redis) -> None:
+    key = logged_in("41")
+    fill(small_redis)
+    SessionStore().delete(key)
+    assert small_redis.exists(keys.session_hash(NS, key), keys.session_shadow(NS, key)) == 0
+    assert small_redis.exists(keys.user_index(NS, "41")) == 0
+
+
+def test_sign_out_everywhere_works_when_redis_is_full(small_redis: redis.Redis) -> None:
+    sessions = [logged_in("42") for _ in range(3)]
+    fill(small_redis)
+    assert api.delete_sessions("42") == 3
+    assert [small_redis.exists(keys.session_hash(NS, k)) for k in sessions] == [0, 0, 0]
+
+
+def test_a_logout_request_works_when_redis_is_full(small_redis: redis.Redis, settings: Any) -> None:
+    # Without idle-timer renewal on read, since a load that slides it is a
+    # write, which a full Redis refuses (the lazy renewal of a later release
+    # lifts that); the logout itself only frees memory.
+    settings.SESSION_NG = {**settings.SESSION_NG, "REFRESH_ON_ACCESS": False}
+    client = Client()
+    signed_in = client.post("/api/login/", ALICE, HTTP_X_AUTH_TOKEN="")
+    assert signed_in.status_code == 200
+    token = signed_in["X-Auth-Token"]
+    fill(small_redis)
+    response = client.post("/api/logout/", HTTP_X_AUTH_TOKEN=token)
+    assert response.status_code == 200
+    assert response.json() == {"user": None}
+    assert small_redis.exists(keys.session_hash(NS, token)) == 0
