@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.contrib.sessions.exceptions import SessionInterrupted
@@ -109,6 +110,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         super().__init__(get_response)
         engine = import_module(settings.SESSION_ENGINE)
         self.SessionStore: type[SessionBase] = engine.SessionStore
+        # With another engine (signed_cookies, db, ...) this is Django's
+        # middleware, unchanged: aliases, header ids and the 503 need
+        # session_ng's store, and other engines' keys are not session_ng's.
+        self.foreign_engine = not issubclass(self.SessionStore, RedisSessionStore)
 
     # --- request -------------------------------------------------------------
 
@@ -143,6 +148,9 @@ class SessionMiddleware(DjangoSessionMiddleware):
             return unavailable_response()
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:  # type: ignore[override]
+        if self.foreign_engine:
+            super().process_request(request)
+            return None
         resolution = resolvers.resolve(request)
         param = conf.snapshot().alias_param
         if param is not None:
@@ -214,6 +222,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
     def process_response(  # type: ignore[override]
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
+        if self.foreign_engine:
+            return super().process_response(request, response)  # type: ignore[arg-type]
         plan = self._plan(request, response)
         if plan is None:
             return response
@@ -232,6 +242,12 @@ class SessionMiddleware(DjangoSessionMiddleware):
     async def aprocess_response(
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
+        if self.foreign_engine:
+            # Another engine's save is synchronous I/O.
+            django_response: HttpResponseBase = await sync_to_async(
+                super().process_response, thread_sensitive=True
+            )(request, response)  # type: ignore[arg-type]
+            return django_response
         plan = self._plan(request, response)
         if plan is None:
             return response

@@ -277,3 +277,26 @@ def test_an_admin_changelist_under_an_alias(two_users: Client) -> None:
     response = two_users.get("/admin/auth/user/?_s=0&o=1")
     assert response.status_code == 200
     assert response.context["user"].username == "alice"
+
+
+# --- another engine ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "engine",
+    ["django.contrib.sessions.backends.signed_cookies", "django.contrib.sessions.backends.db"],
+)
+def test_with_another_engine_the_middleware_is_djangos(settings, engine: str) -> None:  # type: ignore[no-untyped-def]
+    # Other engines' keys are not session_ng's ([a-z0-9], 8 to 128): the
+    # signed_cookies engine's key is the signed data itself. The middleware
+    # then does exactly what Django's does.
+    settings.SESSION_ENGINE = engine
+    client = Client()
+    assert client.post("/login/", ALICE).status_code == 302
+    cookie_value = client.cookies["sessionid"].value
+    if engine.endswith("signed_cookies"):
+        assert ":" in cookie_value  # Django's signed data, kept as Django wrote it
+    assert who(client) == "alice"
+    assert who(client, "/api/session/?_s=1") == "alice"  # no aliases with another engine
+    assert client.post("/logout/").status_code == 302
+    assert who(client) is None
