@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
@@ -78,26 +79,28 @@ async def test_every_waiter_hears_that_redis_is_down(settings) -> None:  # type:
     assert touches.sending is False
 
 
-# Busy for ARGV[1] microseconds by the clock, or ARGV[2] rounds of it: Valkey
-# reads TIME from a clock it does not advance during a script, so there the
-# rounds (about 0.3 s for 40,000 here) end it.
+# Keeps Redis busy for ARGV[1] rounds. Not timed with TIME inside the script:
+# Valkey does not advance that clock while a script runs. busy_rounds()
+# measures how many rounds make the wanted time on this machine.
 BUSY_SCRIPT = """
-local start = redis.call('TIME')
-local rounds = 0
-repeat
-  rounds = rounds + 1
-  local now = redis.call('TIME')
-until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) > tonumber(ARGV[1])
-  or rounds >= tonumber(ARGV[2])
+for _ = 1, tonumber(ARGV[1]) do redis.call('TIME') end
 return 1
 """
+
+
+def busy_rounds(client: redis.Redis, seconds: float) -> int:
+    sample = 20_000
+    started = time.perf_counter()
+    client.eval(BUSY_SCRIPT, 0, sample)
+    return max(sample, int(sample * seconds / (time.perf_counter() - started)))
 
 
 async def test_a_cancelled_sender_does_not_strand_the_others(redis_server) -> None:  # type: ignore[no-untyped-def]
     session_keys = [await new_session() for _ in range(3)]
     # Keep Redis busy for 0.3 s so that the first touch is surely in flight.
-    busy = redis.Redis.from_url(redis_server.url)
-    blocker = asyncio.create_task(asyncio.to_thread(busy.eval, BUSY_SCRIPT, 0, 300_000, 40_000))
+    busy = redis.Redis.from_url(redis_server.url, socket_timeout=30)
+    rounds = busy_rounds(busy, 0.3)
+    blocker = asyncio.create_task(asyncio.to_thread(busy.eval, BUSY_SCRIPT, 0, rounds))
     await asyncio.sleep(0.05)
     touches = TouchQueue()
     first = asyncio.create_task(touches.touch(session_keys[0]))
