@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
@@ -107,13 +106,12 @@ class SessionMiddleware(DjangoSessionMiddleware):
         async_mode: bool
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
-        super().__init__(get_response)
-        engine = import_module(settings.SESSION_ENGINE)
-        self.SessionStore: type[SessionBase] = engine.SessionStore
+        super().__init__(get_response)  # Django's: self.SessionStore, the engine's store
         # With another engine (signed_cookies, db, ...) this is Django's
         # middleware, unchanged: aliases, header ids and the 503 need
         # session_ng's store, and other engines' keys are not session_ng's.
-        self.foreign_engine = not issubclass(self.SessionStore, RedisSessionStore)
+        store = self.SessionStore
+        self.our_store = store if issubclass(store, RedisSessionStore) else None
 
     # --- request -------------------------------------------------------------
 
@@ -148,7 +146,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
             return unavailable_response()
 
     def process_request(self, request: HttpRequest) -> HttpResponse | None:  # type: ignore[override]
-        if self.foreign_engine:
+        if self.our_store is None:
             super().process_request(request)
             return None
         resolution = resolvers.resolve(request)
@@ -159,25 +157,20 @@ class SessionMiddleware(DjangoSessionMiddleware):
             moved = _alias_in_address_bar(request, resolution.alias)
             if moved is not None:
                 return moved
-        request.session = session = self.SessionStore(resolvers.current_key(resolution))
+        request.session = session = self.our_store(resolvers.current_key(resolution))
         if (
             resolution.had_cookie
             and not resolution.sessions
             and not resolution.header_present  # a header client's cookie names nothing
-            and isinstance(session, RedisSessionStore)
         ):
             # Maybe a cookie of Django's signed_cookies engine (MIGRATE_FROM).
             session.adopt_signed_cookie(request.COOKIES[settings.SESSION_COOKIE_NAME])
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
-        if isinstance(session, RedisSessionStore) and resolution.source == resolvers.COOKIE:
+        if resolution.source == resolvers.COOKIE:
             session.companions = [
                 key for alias, key in resolution.sessions.items() if alias != resolution.alias
             ]
-        if (
-            resolution.source != resolvers.HEADER
-            and resolution.alias not in resolution.sessions
-            and isinstance(session, RedisSessionStore)
-        ):
+        if resolution.source != resolvers.HEADER and resolution.alias not in resolution.sessions:
             # A session created under this new alias must fit MAX_ALIASES;
             # the store asks before it writes anything.
             session.creation_check = manager.check_new_alias
@@ -222,7 +215,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
     def process_response(  # type: ignore[override]
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
-        if self.foreign_engine:
+        if self.our_store is None:
             return super().process_response(request, response)  # type: ignore[arg-type]
         plan = self._plan(request, response)
         if plan is None:
@@ -242,7 +235,7 @@ class SessionMiddleware(DjangoSessionMiddleware):
     async def aprocess_response(
         self, request: HttpRequest, response: HttpResponseBase
     ) -> HttpResponseBase:
-        if self.foreign_engine:
+        if self.our_store is None:
             # Another engine's save is synchronous I/O.
             django_response: HttpResponseBase = await sync_to_async(
                 super().process_response, thread_sensitive=True
