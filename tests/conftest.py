@@ -170,3 +170,21 @@ def start(log: Path) -> Iterator[Callable[..., WorkerProcess]]:
     codes = [(worker, worker.stop()) for worker in started if not worker.killed]
     for worker, code in codes:
         assert code == 0, worker.log()
+
+
+@pytest.fixture
+def two_users() -> Any:
+    """A browser (Django's test Client) signed in as alice under the default
+    alias and as bob under ``?_s=1`` (testproject's demo users)."""
+    from django.test import Client
+
+    client = Client()
+    assert (
+        client.post("/login/", {"username": "alice", "password": "alice-password"}).status_code
+        == 302
+    )
+    assert (
+        client.post("/login/?_s=1", {"username": "bob", "password": "bob-password"}).status_code
+        == 302
+    )
+    return client

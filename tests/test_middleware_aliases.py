@@ -31,14 +31,6 @@ def alive(r: redis.Redis, key: str) -> bool:
     return bool(r.exists(keys.session_shadow("session_ng", key)))
 
 
-@pytest.fixture
-def two_users() -> Client:
-    client = Client()
-    assert client.post("/login/", ALICE).status_code == 302
-    assert client.post("/login/?_s=1", BOB).status_code == 302
-    return client
-
-
 def test_two_users_in_one_browser(two_users: Client, r: redis.Redis) -> None:
     sessions = parse_cookie(cookie(two_users))
     assert set(sessions) == {"0", "1"}

@@ -12,28 +12,15 @@ from django.test import Client, RequestFactory
 from session_ng import keys
 from session_ng.aliases import parse_cookie
 from session_ng.middleware import SessionMiddleware
+from tests.test_middleware_aliases import ALICE, BOB, alive
 
 pytestmark = pytest.mark.django_db
 
-ALICE = {"username": "alice", "password": "alice-password"}
-BOB = {"username": "bob", "password": "bob-password"}
 NAVIGATE = {"sec-fetch-mode": "navigate"}
 
 
 def cookie(client: Client) -> dict[str, str]:
     return parse_cookie(client.cookies["sessionid"].value)
-
-
-def alive(r: redis.Redis, key: str) -> bool:
-    return bool(r.exists(keys.session_shadow("session_ng", key)))
-
-
-@pytest.fixture
-def two_users() -> Client:
-    client = Client()
-    assert client.post("/login/", ALICE).status_code == 302
-    assert client.post("/login/?_s=1", BOB).status_code == 302
-    return client
 
 
 # --- the Referer's alias -------------------------------------------------------
