@@ -53,7 +53,7 @@ USER_AGENT = (
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Scripts the measured operations run, loaded before the memory baseline so that
 # Redis's script cache is not charged to the sessions.
-SCRIPTS = (repository.LOAD, repository.SAVE, repository.SWEEP_MEMBER)
+SCRIPTS = (repository.TOUCH, repository.SAVE, repository.UPDATE, repository.SWEEP_MEMBER)
 
 
 @dataclass(frozen=True)

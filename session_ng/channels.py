@@ -340,18 +340,21 @@ def AuthMiddlewareStack(inner: Any) -> Any:
 
 
 class SessionRefreshMixin:
-    """Refresh the HTTP session on every received websocket message.
+    """Keep the HTTP session alive while its websocket is used.
 
     Put it first in the bases: ``class Chat(SessionRefreshMixin,
     AsyncWebsocketConsumer)``; works the same with AsyncJsonWebsocketConsumer,
-    WebsocketConsumer and JsonWebsocketConsumer. ``session_refresh_interval``
-    (seconds; unset, ``SESSION_NG["WEBSOCKET_REFRESH_INTERVAL"]``, default 0)
-    skips refreshes closer together than that: fewer round trips, but without
-    a channel layer a session that ended within the interval is noticed only
-    at the first refresh after it.
+    WebsocketConsumer and JsonWebsocketConsumer. A received message refreshes
+    the session (renews its idle timer and checks it is alive) when the last
+    refresh is ``session_refresh_interval`` seconds old: by default
+    (``SESSION_NG["WEBSOCKET_REFRESH_INTERVAL"]`` None) the session's renewal
+    period, the rule HTTP reads follow. With a channel layer, a socket closes
+    as soon as its session ends; without one, at the first refresh after the
+    end, so within a period of it.
     """
 
-    # None: SESSION_NG["WEBSOCKET_REFRESH_INTERVAL"] (default 0, every message).
+    # None: SESSION_NG["WEBSOCKET_REFRESH_INTERVAL"], whose None is the
+    # session's renewal period; 0 refreshes on every message.
     session_refresh_interval: float | None = None
     scope: Scope
     groups: list[str] | None
@@ -500,7 +503,10 @@ class SessionRefreshMixin:
             return None  # closed because the session ended: not handled
         key = self._session_ng_due()
         if key is not None:
-            alive = repository.run(repository.touch(conf.namespace, key, now_ms()))
+            snap = conf.snapshot()
+            alive = repository.run(
+                repository.touch(snap.namespace, key, now_ms(), snap.renewal_period_ms, force=True)
+            )
             if not alive:
                 return self._session_ng_close()
             stale = self._session_ng_stale_group()
@@ -556,8 +562,11 @@ class SessionRefreshMixin:
         if last is not None:
             interval = self.session_refresh_interval
             if interval is None:
-                interval = float(conf.WEBSOCKET_REFRESH_INTERVAL)
-            if now - last < interval:
+                interval = conf.WEBSOCKET_REFRESH_INTERVAL
+            if interval is None:
+                period = getattr(session, "renewal_period", None)
+                interval = period() if callable(period) else 0.0
+            if now - last < float(interval):
                 return None
         self._session_ng_refreshed = now
         return str(key)

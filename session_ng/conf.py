@@ -8,6 +8,7 @@ into system-check messages, and the connection code raises it as
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,15 +21,22 @@ DEFAULTS: dict[str, Any] = {
     "CLUSTER": False,
     "NAMESPACE": "session_ng",
     "REFRESH_ON_ACCESS": True,
+    # Seconds between two renewals of a session's idle timer (lazy renewal):
+    # a read renews only when the last renewal is this old, and every renewal
+    # grants this much extra life, so a session never ends before its idle
+    # timeout. None: min(60 s, a hundredth of the idle timeout). 0 renews on
+    # every read (a write in Redis per read).
+    "RENEWAL_PERIOD": None,
     "ID_RESOLVERS": ["cookie"],
     "HEADER_NAME": "X-Auth-Token",
     "ALIAS_PARAM": "_s",
     "MAX_ALIASES": 10,
     "CONFIGURE_KEYSPACE_NOTIFICATIONS": True,
     "WEBSOCKET_CLOSE_CODE": 1008,
-    # Seconds between two refreshes of one socket's session; 0 refreshes on
-    # every message. SessionRefreshMixin.session_refresh_interval overrides it.
-    "WEBSOCKET_REFRESH_INTERVAL": 0,
+    # Seconds between two refreshes of one socket's session; None: the
+    # session's renewal period (see RENEWAL_PERIOD); 0 refreshes on every
+    # message. SessionRefreshMixin.session_refresh_interval overrides it.
+    "WEBSOCKET_REFRESH_INTERVAL": None,
     # Seconds a Redis call may take before the store reports Redis as unavailable.
     "SOCKET_TIMEOUT": 5.0,
     # The engine module sessions are moved over from, lazily (see
@@ -47,6 +55,9 @@ KNOWN_RESOLVERS = ("cookie", "header")
 # RFC 9110 token characters; Django exposes headers by these names.
 HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
 ALIAS_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# A renewal period past a day would let an idle session outlive its timeout
+# by that much: more a misconfiguration than a choice.
+MAX_RENEWAL_PERIOD = 86400
 # Close codes no endpoint may send (RFC 6455, 7.4.1): they only report what
 # happened to a connection that closed without a close frame or TLS.
 UNSENDABLE_CLOSE_CODES = (1004, 1005, 1006, 1015)
@@ -65,6 +76,8 @@ class Snapshot:
 
     namespace: str
     refresh_on_access: bool
+    # RENEWAL_PERIOD in ms, or None for the default (see renewal_period_ms).
+    renewal_period_ms: int | None
     cluster: bool
     client_key: tuple[Any, ...]
     # The middleware's per-request reads, resolved once.
@@ -97,6 +110,7 @@ class Settings:
         snap = Snapshot(
             namespace=str(self.NAMESPACE),
             refresh_on_access=bool(self.REFRESH_ON_ACCESS),
+            renewal_period_ms=_period_ms(self.RENEWAL_PERIOD),
             cluster=bool(self.CLUSTER),
             client_key=(
                 tuple(url) if isinstance(url := self.REDIS_URL, list) else url,
@@ -254,12 +268,23 @@ class Settings:
                 )
             )
         interval = self.WEBSOCKET_REFRESH_INTERVAL
-        if not isinstance(interval, int | float) or isinstance(interval, bool) or not interval >= 0:
+        if interval is not None and not _seconds(interval):
             found.append(
                 Problem(
                     "session_ng.E016",
-                    f"SESSION_NG['WEBSOCKET_REFRESH_INTERVAL'] must be a number of seconds, "
-                    f"0 or more, not {interval!r}.",
+                    f"SESSION_NG['WEBSOCKET_REFRESH_INTERVAL'] must be None or a number of "
+                    f"seconds, 0 or more, not {interval!r}.",
+                )
+            )
+        period = self.RENEWAL_PERIOD
+        if period is not None and not (_seconds(period) and period <= MAX_RENEWAL_PERIOD):
+            found.append(
+                Problem(
+                    "session_ng.E018",
+                    f"SESSION_NG['RENEWAL_PERIOD'] must be None or a number of seconds from 0 "
+                    f"to {MAX_RENEWAL_PERIOD}, not {period!r}.",
+                    "None renews at most once a minute, or once per hundredth of the idle "
+                    "timeout when that is shorter.",
                 )
             )
         anonymous = self.ANONYMOUS_MAX_INACTIVE
@@ -281,6 +306,18 @@ class Settings:
                 )
             )
         return found
+
+
+def _seconds(value: Any) -> bool:
+    """A number of seconds, 0 or more (no bool, no NaN, no infinity)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
+
+
+def _period_ms(value: Any) -> int | None:
+    # Bad values are reported by check E018; until then they mean the default.
+    if value is None or not _seconds(value) or value > MAX_RENEWAL_PERIOD:
+        return None
+    return int(value * 1000)
 
 
 conf = Settings()

@@ -80,8 +80,8 @@ class Script:
         self.sha = hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
 
 
-LOAD = Script("load")
 SAVE = Script("save")
+UPDATE = Script("update")
 DELETE = Script("delete")
 SWEEP_MEMBER = Script("sweep_member")
 TOUCH = Script("touch")
@@ -348,16 +348,23 @@ def _log_corrupt(session_key: str, what: str) -> None:
     )
 
 
-_META_FIELDS = (
-    b"created",
-    b"accessed",
-    b"max_inactive",
-    b"expires_at",
-    b"user",
-    b"bucket",
-    b"renewed",
-)
 _ATTR_PREFIX = ATTR_PREFIX.encode()
+_ATTR_CUT = len(_ATTR_PREFIX)
+# An idle timeout past 10^10 s (centuries) is one no save writes.
+_MAX_STORED_INACTIVE = 10_000_000_000
+
+
+def _int(value: bytes | None) -> int:
+    """A metadata field as the scripts write it (and touch.lua reads it):
+    digits with maybe a minus sign, at most 15 characters. ``int()`` alone
+    would take " 7", "+7" and "1_000", which Lua would not."""
+    if (
+        value is None
+        or len(value) > 15
+        or not (value.isdigit() or (value[:1] == b"-" and value[1:].isdigit()))
+    ):
+        raise ValueError(value)
+    return int(value)
 
 
 def parse_record(
@@ -365,46 +372,48 @@ def parse_record(
 ) -> Record | Corrupt:
     """Turn a hash into a Record (on the hot path: keep it lean).
 
-    ``fields`` is HGETALL's reply: the flat list a script returns, or the dict
-    redis-py makes of a plain HGETALL.
+    ``fields`` is HGETALL's reply: the dict redis-py makes of it, or the flat
+    list a script returns. Fields that are neither metadata nor ``attr:`` (a
+    later version's) are ignored.
     """
-    if isinstance(fields, dict):
-        stored = dict(fields)
-    else:
-        stored = dict(zip(fields[::2], fields[1::2], strict=True))
-    meta = {name: stored.pop(name, None) for name in _META_FIELDS}
+    if not isinstance(fields, dict):
+        fields = dict(zip(fields[::2], fields[1::2], strict=True))
     attributes: dict[str, bytes] = {}
-    cut = len(_ATTR_PREFIX)
-    for raw_name, value in stored.items():
-        if not raw_name.startswith(_ATTR_PREFIX):
-            continue  # a field of a later version: ignored, kept
-        try:
-            attributes[raw_name[cut:].decode()] = value
-        except UnicodeDecodeError:
-            security_logger.warning(
-                "Session data corrupted: undecodable field name in session %s dropped",
-                _short(session_key),
-            )
+    meta: dict[bytes, bytes] = {}
+    for raw_name, value in fields.items():
+        if raw_name[:_ATTR_CUT] == _ATTR_PREFIX:
+            try:
+                attributes[raw_name[_ATTR_CUT:].decode()] = value
+            except UnicodeDecodeError:
+                security_logger.warning(
+                    "Session data corrupted: undecodable field name in session %s dropped",
+                    _short(session_key),
+                )
+        else:
+            meta[raw_name] = value
+    get = meta.get
     try:
-        created, accessed, max_inactive = (
-            int(meta[b"created"]),  # type: ignore[arg-type]
-            int(meta[b"accessed"]),  # type: ignore[arg-type]
-            int(meta[b"max_inactive"]),  # type: ignore[arg-type]
+        max_inactive = _int(get(b"max_inactive"))
+        if max_inactive > _MAX_STORED_INACTIVE:
+            raise ValueError(max_inactive)
+        expires_at, bucket, user, renewed = (
+            get(b"expires_at"),
+            get(b"bucket"),
+            get(b"user"),
+            get(b"renewed"),
         )
-        expires_at, bucket, user = meta[b"expires_at"], meta[b"bucket"], meta[b"user"]
-        renewed = meta[b"renewed"]
         return Record(
             session_key=session_key,
-            created=created,
-            accessed=accessed,
+            created=_int(get(b"created")),
+            accessed=_int(get(b"accessed")),
             max_inactive=max_inactive,
-            expires_at=int(expires_at) if expires_at else None,
+            expires_at=None if expires_at is None else _int(expires_at),
             user=user.decode() if user else None,
-            bucket=int(bucket) if bucket else None,
+            bucket=None if bucket is None else _int(bucket),
             attributes=attributes,
-            renewed=int(renewed) if renewed else None,
+            renewed=None if renewed is None else _int(renewed),
         )
-    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
+    except ValueError:  # UnicodeDecodeError is a ValueError
         _log_corrupt(session_key, "unreadable metadata")
         return CORRUPT
 
@@ -412,66 +421,166 @@ def parse_record(
 # --- operations --------------------------------------------------------------
 
 
+def renewal_period_ms(max_inactive: int, setting_ms: int | None = None) -> int:
+    """How long after its last renewal a session's idle timer is renewed
+    again, and the extra life each renewal grants (lazy renewal).
+
+    ``setting_ms`` is RENEWAL_PERIOD (ms) when set; by default a hundredth of
+    the idle timeout, at most a minute. 0 for a session that never expires.
+    """
+    if max_inactive < 0:
+        return 0
+    if setting_ms is not None:
+        return setting_ms
+    return min(MAX_RENEWAL_PERIOD_MS, max_inactive * 10)
+
+
+# The default renewal period's upper bound.
+MAX_RENEWAL_PERIOD_MS = 60_000
+
+
+def ends_at(record: Record, period_ms: int) -> int | None:
+    """When ``record``'s session ends (epoch ms), or None if it never does.
+
+    An absolute expiry is the end. An idle timeout runs from the last renewal
+    (``accessed``) and each renewal grants one period on top (see
+    renewal_period_ms), which is what the shadow key's TTL was set to.
+    """
+    if record.expires_at is not None:
+        return record.expires_at
+    if record.max_inactive < 0:
+        return None
+    return record.accessed + record.max_inactive * 1000 + period_ms
+
+
+def renewal_due(record: Record, now: int, setting_ms: int | None) -> bool:
+    """Whether a read at ``now`` must renew the session's idle timer: its last
+    renewal is a period old (never for an absolute expiry or no expiry)."""
+    if record.expires_at is not None or record.max_inactive < 0:
+        return False
+    return now - record.accessed >= renewal_period_ms(record.max_inactive, setting_ms)
+
+
 def load(
-    ns: str, session_key: str, now: int, refresh: bool, others: Sequence[str] = ()
+    ns: str,
+    session_key: str,
+    now: int,
+    refresh: bool,
+    others: Sequence[str] = (),
+    period_ms: int | None = None,
 ) -> Operation[tuple[Record | Corrupt | None, set[str]]]:
-    """Load one session (and slide its idle timer), plus which of ``others``
-    are still alive, in one round trip.
+    """Load one session, plus which of ``others`` are still alive, in one
+    round trip: a plain HGETALL, whose fields say whether the session is
+    still alive (no script, no write).
+
+    With ``refresh``, a session whose last renewal is a renewal period old
+    (``period_ms``: RENEWAL_PERIOD, None for the default) is renewed in a
+    second round trip (the touch script): once per period, not per read. A
+    renewal that Redis refuses (full, a read-only replica) is logged and does
+    not fail the read: the session has a period of life left at least.
 
     ``others`` are a browser's other aliases' keys: the cookie can drop dead
-    ones on this very response. Without them this is a single script call.
+    ones on this very response.
     """
-    call = Eval(
-        LOAD,
-        (keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)),
-        (now, "1" if refresh else "0", GRACE_MS),
-    )
+    hash_key = keys.session_hash(ns, session_key)
     try:
         if others:
             replies = yield Batch(
-                [call, *(Command(("EXISTS", keys.session_shadow(ns, o))) for o in others)]
+                [
+                    Command(("HGETALL", hash_key)),
+                    *(Command(("EXISTS", keys.session_shadow(ns, o))) for o in others),
+                ]
             )
-            reply = replies[0]
+            fields = replies[0]
             alive = {o for o, exists in zip(others, replies[1:], strict=True) if exists}
         else:
-            reply = yield call
+            fields = yield Command(("HGETALL", hash_key))
             alive = set()
     except redis.exceptions.ResponseError as exc:
         if "WRONGTYPE" not in str(exc):
             raise
         _log_corrupt(session_key, "a key of the wrong type")
         return CORRUPT, set(others)
-    if reply is None:
+    if not fields:
         return None, alive
-    status, fields = reply[0], reply[1]
-    if status == b"corrupt":
-        _log_corrupt(session_key, "unreadable metadata")
-        return CORRUPT, alive
-    return parse_record(session_key, fields), alive
+    record = parse_record(session_key, fields)
+    if not isinstance(record, Record):
+        return record, alive
+    period = renewal_period_ms(record.max_inactive, period_ms)
+    end = ends_at(record, period)
+    # Redis expires the shadow key to the millisecond, and the hash only a
+    # grace period later: the clock says whether the session is over.
+    if end is not None and end <= now:
+        return None, alive
+    if refresh and renewal_due(record, now, period_ms):
+        replies = yield Batch(
+            [_touch_call(ns, [session_key], now, period_ms)],
+            errors_as_values=True,
+            best_effort=True,
+        )
+        reply = replies[0] if replies is not None else None
+        if isinstance(reply, Exception):
+            if not is_outage(reply):
+                raise reply
+            reply = None
+        if reply is None:
+            # Refused (full, a read-only replica) or Redis went away: the
+            # session has at least a period to live, so the read goes on.
+            logger.warning(
+                "session store: the renewal of session %s was skipped, Redis refused it",
+                _short(session_key),
+            )
+            return record, alive
+        if reply[0] != 1:
+            # Deleted (or found corrupt) since the HGETALL: no session.
+            if reply[0] == -1:
+                _log_corrupt(session_key, "a key of the wrong type or unreadable metadata")
+            return None, alive
+        record.accessed = now
+    return record, alive
 
 
-def touch(ns: str, session_key: str, now: int) -> Operation[bool]:
-    """Slide a session's idle timer without reading its data; False if it ended
-    (or its keys are corrupt: it is treated as absent, as a load would)."""
-    return (yield from touch_many(ns, [session_key], now))[0]
+def touch(
+    ns: str, session_key: str, now: int, period_ms: int | None = None, force: bool = False
+) -> Operation[bool]:
+    """Renew a session's idle timer without reading its data, if its renewal
+    is due (or with ``force``, whenever it is alive); False if it ended (or
+    its keys are corrupt: it is treated as absent, as a load would)."""
+    return (yield from touch_many(ns, [session_key], now, period_ms, force))[0]
 
 
-def touch_many(ns: str, session_keys: Sequence[str], now: int) -> Operation[list[bool]]:
+def _touch_call(
+    ns: str, session_keys: Sequence[str], now: int, period_ms: int | None, force: bool = False
+) -> Eval:
+    pairs = [
+        k
+        for key in session_keys
+        for k in (keys.session_hash(ns, key), keys.session_shadow(ns, key))
+    ]
+    period = "" if period_ms is None else period_ms
+    return Eval(TOUCH, pairs, (now, GRACE_MS, period, "1" if force else "0"))
+
+
+def touch_many(
+    ns: str,
+    session_keys: Sequence[str],
+    now: int,
+    period_ms: int | None = None,
+    force: bool = False,
+) -> Operation[list[bool]]:
     """``touch`` for several sessions in one round trip; which are still
     alive, in order. One script for them all, or on Redis Cluster, where each
-    session has its own slot, a pipeline of one script per session."""
+    session has its own slot, a pipeline of one script per session.
 
-    def call(some: Sequence[str]) -> Eval:
-        pairs = [
-            k for key in some for k in (keys.session_hash(ns, key), keys.session_shadow(ns, key))
-        ]
-        return Eval(TOUCH, pairs, (now, GRACE_MS))
-
+    ``force`` is for a websocket's refresh, sent once per interval whatever
+    the messages in between: renewing only when due would let a session end
+    up to a period before its idle timeout after the last message."""
     if split_slots() and len(session_keys) > 1:
-        replies = yield Batch([call([key]) for key in session_keys])
+        calls = [_touch_call(ns, [key], now, period_ms, force) for key in session_keys]
+        replies = yield Batch(calls)
         states = [state for reply in replies for state in reply]
     else:
-        states = yield call(session_keys)
+        states = yield _touch_call(ns, session_keys, now, period_ms, force)
     alive = []
     for key, state in zip(session_keys, states, strict=True):
         if state == -1:
@@ -679,6 +788,11 @@ class SavePlan:
     # it had left there. The save sets its import marker, and is refused
     # ("exists") when the marker is there: imported once, never again.
     import_life: int | None = None
+    # RENEWAL_PERIOD in ms, None for the default (see renewal_period_ms).
+    period_ms: int | None = None
+    # Only attributes (and ``renewed``) change, within the renewal period:
+    # the lean script writes just those fields (see update.lua).
+    lean: bool = False
 
 
 def bucket_minute(expiry_ms: int) -> int:
@@ -693,9 +807,27 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
     the script and what lives in other slots (bucket, user indexes, the old
     key of a rotation) by a second, pipelined step.
     """
+    if plan.lean:
+        return _save_status((yield _update_eval(ns, plan)))
     if split_slots():
         return (yield from _save_split(ns, plan))
     return _save_status((yield _save_eval(ns, plan)))
+
+
+def _update_eval(ns: str, plan: SavePlan) -> Eval:
+    """The lean save's script call (update.lua): the changed fields only."""
+    args: list[str | int | bytes] = [len(plan.to_set) + (plan.renewed is not None)]
+    for name, value in plan.to_set.items():
+        args += [ATTR_PREFIX + name, value]
+    if plan.renewed is not None:
+        args += ["renewed", plan.renewed]  # metadata: written as it is
+    args.append(len(plan.to_delete))
+    args += [ATTR_PREFIX + name for name in plan.to_delete]
+    return Eval(
+        UPDATE,
+        (keys.session_hash(ns, plan.session_key), keys.session_shadow(ns, plan.session_key)),
+        args,
+    )
 
 
 def import_sessions(ns: str, plans: Sequence[SavePlan]) -> Operation[list[str]]:
@@ -776,6 +908,7 @@ def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Ev
         plan.replaces or "",
         "1" if plan.sets_expiry else "0",
         BUCKET_KEEP_MS,
+        "" if plan.period_ms is None else plan.period_ms,
         len(plan.to_set) + (plan.renewed is not None),
     ]
     for name, value in plan.to_set.items():

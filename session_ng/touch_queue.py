@@ -1,5 +1,9 @@
 """Websocket refreshes of one event loop, sent together.
 
+A refresh renews the session's idle timer whether or not a read would (it is
+sent once per refresh interval, see SessionRefreshMixin): the messages in
+between must not let the session end sooner than its idle timeout.
+
 Each message a ``SessionRefreshMixin`` consumer receives waits for its
 session's touch (the socket must close rather than handle a message of an
 ended session), but the touches of many sockets need not each pay for a
@@ -70,8 +74,11 @@ class TouchQueue:
         batch, self.waiting = self.waiting, {}
         session_keys = list(batch)
         try:
+            snap = conf.snapshot()
             alive = await repository.arun(
-                repository.touch_many(conf.namespace, session_keys, now_ms())
+                repository.touch_many(
+                    snap.namespace, session_keys, now_ms(), snap.renewal_period_ms, force=True
+                )
             )
         except asyncio.CancelledError:
             # The sender's task was cancelled (its socket went away): the

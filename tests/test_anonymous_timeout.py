@@ -33,7 +33,7 @@ def test_an_anonymous_session_gets_the_shorter_timeout(short_anonymous: None, r:
     client.get("/")
     stored, left = life(r, client.cookies["sessionid"].value)
     assert stored == 600
-    assert 595 < left <= 600
+    assert 601 < left <= 606  # and a renewal period: a hundredth of it
 
 
 def test_signing_in_gives_the_full_timeout(short_anonymous: None, r: Any, settings: Any) -> None:
@@ -42,7 +42,8 @@ def test_signing_in_gives_the_full_timeout(short_anonymous: None, r: Any, settin
     client.post("/login/", ALICE)
     stored, left = life(r, client.cookies["sessionid"].value)
     assert stored == settings.SESSION_COOKIE_AGE
-    assert settings.SESSION_COOKIE_AGE - 5 < left <= settings.SESSION_COOKIE_AGE
+    full = settings.SESSION_COOKIE_AGE + 60  # and a renewal period: a minute at most
+    assert full - 5 < left <= full
 
 
 def test_signing_out_ends_the_session_and_the_next_one_is_short(

@@ -100,8 +100,9 @@ def expected(consumer: type, name: str | None, text: str) -> Any:
 
 @pytest.mark.parametrize("consumer", ALL)
 async def test_every_message_refreshes_the_session(
-    consumer: type, r: redis.Redis, roundtrips
+    consumer: type, r: redis.Redis, roundtrips, settings
 ) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "WEBSOCKET_REFRESH_INTERVAL": 0}
     key = await make_session(name="ann")
     shadow = keys.session_shadow("session_ng", key)
     comm = communicator(consumer, key)
@@ -113,7 +114,29 @@ async def test_every_message_refreshes_the_session(
         roundtrips.reset()
         assert await say(comm, consumer, f"m{i}") == expected(consumer, "ann", f"m{i}")
         assert roundtrips.count == 1  # one touch, no data read or written
-        assert r.pttl(shadow) > 1_209_590_000
+        assert r.pttl(shadow) > 1_209_650_000  # the idle timeout and a period
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize("consumer", ALL)
+async def test_by_default_a_socket_refreshes_once_per_renewal_period(
+    consumer: type, r: redis.Redis, roundtrips, settings
+) -> None:  # type: ignore[no-untyped-def]
+    settings.SESSION_NG = {**settings.SESSION_NG, "RENEWAL_PERIOD": 0.3}
+    key = await make_session(name="ann")
+    hash_name = keys.session_hash("session_ng", key)
+    comm = communicator(consumer, key)
+    assert (await comm.connect())[0]
+    await say(comm, consumer, "warm")  # the first message refreshes
+    accessed = int(r.hget(hash_name, "accessed") or 0)
+    roundtrips.reset()
+    for i in range(3):
+        assert await say(comm, consumer, f"m{i}") == expected(consumer, "ann", f"m{i}")
+    assert roundtrips.count == 0  # within the period: no round trip at all
+    await asyncio.sleep(0.35)
+    assert await say(comm, consumer, "later") == expected(consumer, "ann", "later")
+    assert roundtrips.count == 1  # one touch, which renews whether or not a read would
+    assert int(r.hget(hash_name, "accessed") or 0) > accessed
     await comm.disconnect()
 
 
@@ -651,13 +674,18 @@ async def test_a_sync_socket_signed_in_while_connecting_joins_its_group_too() ->
 
 async def test_a_layer_without_groups_is_not_joined(settings) -> None:  # type: ignore[no-untyped-def]
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "tests.test_channels.NoGroupsLayer"}}
+    settings.SESSION_NG = {**settings.SESSION_NG, "RENEWAL_PERIOD": 0.2}
     key = await make_session(name="ned")
     comm = communicator(AsyncEcho, key)
     assert (await comm.connect())[0]
     assert await say(comm, AsyncEcho, "hi") == "ned:hi"
     await SessionStore(key).adelete()
-    # Nothing can tell it at once: its next message closes it.
+    # Nothing can tell it at once: its first message once its renewal period
+    # is over (the interval between refreshes) closes it.
     await comm.send_to(text_data="again")
+    assert await comm.receive_from() == "ned:again"
+    await asyncio.sleep(0.25)
+    await comm.send_to(text_data="later")
     assert await closed_with(comm) == {"type": "websocket.close", "code": 1008}
 
 

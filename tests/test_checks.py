@@ -23,6 +23,11 @@ def test_valid_settings_pass(settings) -> None:  # type: ignore[no-untyped-def]
         {"WEBSOCKET_CLOSE_CODE": 4999},
         {"WEBSOCKET_REFRESH_INTERVAL": 0},
         {"WEBSOCKET_REFRESH_INTERVAL": 2.5},
+        {"WEBSOCKET_REFRESH_INTERVAL": None},
+        {"RENEWAL_PERIOD": None},
+        {"RENEWAL_PERIOD": 0},
+        {"RENEWAL_PERIOD": 0.5},
+        {"RENEWAL_PERIOD": 86400},
     ],
 )
 def test_edge_values_pass(settings, extra: dict[str, object]) -> None:  # type: ignore[no-untyped-def]
@@ -60,6 +65,11 @@ def test_edge_values_pass(settings, extra: dict[str, object]) -> None:  # type: 
         ({**REDIS, "WEBSOCKET_REFRESH_INTERVAL": -1}, ["session_ng.E016"]),
         ({**REDIS, "WEBSOCKET_REFRESH_INTERVAL": "5"}, ["session_ng.E016"]),
         ({**REDIS, "WEBSOCKET_REFRESH_INTERVAL": float("nan")}, ["session_ng.E016"]),
+        ({**REDIS, "RENEWAL_PERIOD": -1}, ["session_ng.E018"]),
+        ({**REDIS, "RENEWAL_PERIOD": "60"}, ["session_ng.E018"]),
+        ({**REDIS, "RENEWAL_PERIOD": True}, ["session_ng.E018"]),
+        ({**REDIS, "RENEWAL_PERIOD": float("inf")}, ["session_ng.E018"]),
+        ({**REDIS, "RENEWAL_PERIOD": 86401}, ["session_ng.E018"]),
     ],
 )
 def test_each_error_id(settings, session_ng: object, expected: list[str]) -> None:  # type: ignore[no-untyped-def]

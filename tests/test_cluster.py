@@ -153,7 +153,7 @@ def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
     from session_ng.backends.redis import new_session_key, now_ms
     from testproject.redis_topologies import kill
 
-    age_ms = 1_209_600_000
+    age_ms = 1_209_660_000  # the idle timeout and its renewal period
     # Not within 3 s of the minute the save files the session under turning.
     while (now_ms() + age_ms) % 60_000 > 57_000:
         time.sleep(0.5)

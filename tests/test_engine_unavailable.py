@@ -7,7 +7,7 @@ import logging
 import pytest
 from django.test import Client
 
-from session_ng import connection
+from session_ng import connection, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from session_ng.middleware import UNAVAILABLE_MESSAGE
@@ -157,17 +157,31 @@ def test_a_redis_that_refuses_writes_is_unavailable_too(redis_server, setup) -> 
     s["a"] = 1
     s.save()
     admin = redis.Redis.from_url(redis_server.url)
+    assert s.session_key is not None
+    hash_name = keys.session_hash("session_ng", s.session_key)
     before = {name: admin.config_get(name)[name] for name, _ in setup}
     try:
         for name, value in setup:
             admin.config_set(name, value)
         client = Client(raise_request_exception=False)
         client.cookies["sessionid"] = s.session_key
-        response = client.get("/")
+        response = client.get("/")  # counts the visit: a write
         assert response.status_code == 503
         assert "sessionid" not in response.cookies
+        t = SessionStore(s.session_key)
+        t["b"] = 2
         with pytest.raises(SessionStoreUnavailable):
-            SessionStore(s.session_key).load()
+            t.save()
+        # Reads go on: a load writes nothing unless its renewal is due, and
+        # a renewal Redis refuses is skipped (the session has a period left).
+        assert SessionStore(s.session_key).load() == {"a": 1}
+        for name, value in before.items():
+            admin.config_set(name, value)
+        due = admin.hincrby(hash_name, "accessed", -61_000)
+        for name, value in setup:
+            admin.config_set(name, value)
+        assert SessionStore(s.session_key).load() == {"a": 1}
+        assert int(admin.hget(hash_name, "accessed") or 0) == due  # not renewed
     finally:
         for name, value in before.items():
             admin.config_set(name, value)

@@ -72,11 +72,7 @@ def test_sign_out_everywhere_works_when_redis_is_full(small_redis: redis.Redis) 
     assert [small_redis.exists(keys.session_hash(NS, k)) for k in sessions] == [0, 0, 0]
 
 
-def test_a_logout_request_works_when_redis_is_full(small_redis: redis.Redis, settings: Any) -> None:
-    # Without idle-timer renewal on read, since a load that slides it is a
-    # write, which a full Redis refuses (the lazy renewal of a later release
-    # lifts that); the logout itself only frees memory.
-    settings.SESSION_NG = {**settings.SESSION_NG, "REFRESH_ON_ACCESS": False}
+def test_a_logout_request_works_when_redis_is_full(small_redis: redis.Redis) -> None:
     client = Client()
     signed_in = client.post("/api/login/", ALICE, HTTP_X_AUTH_TOKEN="")
     assert signed_in.status_code == 200
@@ -86,3 +82,33 @@ def test_a_logout_request_works_when_redis_is_full(small_redis: redis.Redis, set
     assert response.status_code == 200
     assert response.json() == {"user": None}
     assert small_redis.exists(keys.session_hash(NS, token)) == 0
+
+
+def test_signed_in_reads_work_when_redis_is_full(small_redis: redis.Redis) -> None:
+    """Reads write nothing but a renewal that is due, and the cookie's renewal
+    record: both are skipped when Redis refuses them, never a 503."""
+    client = Client()
+    assert client.post("/login/", ALICE).status_code == 302
+    assert client.post("/api/session/", {"theme": "dark"}).status_code == 200
+    key = client.cookies["sessionid"].value
+    name = keys.session_hash(NS, key)
+    # The next read's idle-timer renewal and cookie renewal are both due.
+    small_redis.hincrby(name, "accessed", -61_000)
+    small_redis.hincrby(name, "renewed", -13_000_000)
+    before = small_redis.hgetall(name)
+    fill(small_redis)
+    expected = {"user": "alice", "session": {"theme": "dark"}}
+    for _ in range(2):
+        response = client.get("/api/session/")
+        assert (response.status_code, response.json()) == (200, expected)
+        assert response.cookies["sessionid"].value == key  # the cookie is renewed
+        assert small_redis.hgetall(name) == before  # and nothing was written
+    # A write is refused, with a clear answer.
+    response = Client(raise_request_exception=False, HTTP_COOKIE=f"sessionid={key}").post(
+        "/api/session/", {"theme": "light"}
+    )
+    assert response.status_code == 503
+    assert small_redis.hget(name, "attr:theme") == b'"dark"'
+    # Signing out frees memory: it works.
+    assert client.post("/logout/").status_code == 302
+    assert small_redis.exists(name) == 0

@@ -34,6 +34,7 @@ from session_ng.signals import session_created, session_deleted, session_rotated
 from session_ng.users import user_pk
 
 R = TypeVar("R")
+logger = logging.getLogger("session_ng")
 security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 # Where Django keeps a custom expiry and the logged-in user inside the session.
@@ -358,7 +359,9 @@ class SessionStore(SessionBase):
     ) -> repository.Operation[tuple[Record | Corrupt | None, set[str]]]:
         snap = conf.snapshot()
         refresh = snap.refresh_on_access if self.touch is None else self.touch
-        return repository.load(snap.namespace, key, now_ms(), refresh, self.companions)
+        return repository.load(
+            snap.namespace, key, now_ms(), refresh, self.companions, snap.renewal_period_ms
+        )
 
     def _accept(self, loaded: Record | Corrupt | None, alive: set[str]) -> dict[str, Any]:
         if self.companions:
@@ -427,6 +430,20 @@ class SessionStore(SessionBase):
             "user_id": record.user,
             "data": self.decode_attributes(record)[0],
         }
+
+    # --- renewal -----------------------------------------------------------------
+
+    def renewal_period(self) -> float:
+        """Seconds between two renewals of this session's idle timer:
+        RENEWAL_PERIOD, or by default a hundredth of its idle timeout (at
+        most a minute; 0 for a session that never expires)."""
+        record = self._record
+        if record is not None:
+            max_inactive = record.max_inactive
+        else:  # not loaded: the default idle timeout
+            max_inactive = min(int(self.get_session_cookie_age()), MAX_INACTIVE_SECONDS)
+        setting = conf.snapshot().renewal_period_ms
+        return repository.renewal_period_ms(max_inactive, setting) / 1000
 
     # --- exists / create / save ----------------------------------------------
 
@@ -514,7 +531,11 @@ class SessionStore(SessionBase):
         plan = self._plan(data, must_create)
         if plan is None:
             return False
-        self._finish(plan, self._run(repository.save(conf.namespace, plan)))
+        try:
+            status = self._run(repository.save(conf.namespace, plan))
+        except SessionStoreUnavailable as exc:
+            status = self._unsaved_bookkeeping(plan, exc)
+        self._finish(plan, status)
         event = self._created_event(plan)
         if event is not None:
             session_created.send(sender=type(self), **event)
@@ -531,7 +552,11 @@ class SessionStore(SessionBase):
         plan = self._plan(data, must_create)
         if plan is None:
             return False
-        self._finish(plan, await self._arun(repository.save(conf.namespace, plan)))
+        try:
+            status = await self._arun(repository.save(conf.namespace, plan))
+        except SessionStoreUnavailable as exc:
+            status = self._unsaved_bookkeeping(plan, exc)
+        self._finish(plan, status)
         event = self._created_event(plan)
         if event is not None:
             await session_created.asend(sender=type(self), **event)
@@ -542,7 +567,8 @@ class SessionStore(SessionBase):
         if self.touch is False:
             # Code that only looks (api.get_session) does not keep it alive.
             return repository.exists(conf.namespace, self.session_key)
-        return repository.touch(conf.namespace, self.session_key, now_ms())
+        snap = conf.snapshot()
+        return repository.touch(snap.namespace, self.session_key, now_ms(), snap.renewal_period_ms)
 
     def _confirm(self, alive: bool) -> None:
         if not alive:
@@ -591,24 +617,29 @@ class SessionStore(SessionBase):
             to_set = {n: v for n, v in current.items() if baseline.attributes.get(n) != v}
             to_delete = [n for n in baseline.attributes if n not in current]
         now = now_ms()
+        snap = conf.snapshot()
         max_inactive, expires_at = self._expiry_fields(data)
         user = data.get(USER_KEY)
         user = None if user is None else str(user)
         old = baseline or replaces
+        same_expiry = baseline is not None and (max_inactive, expires_at) == (
+            baseline.max_inactive,
+            baseline.expires_at,
+        )
         if (
-            baseline is not None
+            same_expiry
             and not to_set
             and not to_delete
-            and (max_inactive, expires_at) == (baseline.max_inactive, baseline.expires_at)
-            and conf.refresh_on_access
+            and snap.refresh_on_access
             and self.cookie_renewed_at is None
         ):
-            # Nothing to write, and the load already slid the idle timer.
+            # Nothing to write, and the load renewed the idle timer if due.
             return None
+        period = repository.renewal_period_ms(max_inactive, snap.renewal_period_ms)
         if expires_at is not None:
             bucket: int | None = repository.bucket_minute(expires_at)
         elif max_inactive >= 0:
-            bucket = repository.bucket_minute(now + max_inactive * 1000)
+            bucket = repository.bucket_minute(now + max_inactive * 1000 + period)
         else:
             bucket = None
         return SavePlan(
@@ -640,9 +671,38 @@ class SessionStore(SessionBase):
                 )
             ),
             renewed=self.cookie_renewed_at,
+            period_ms=snap.renewal_period_ms,
+            # Attributes only, in a session whose idle timer needs no renewal
+            # yet: the TTLs, bucket and user index stay as they are.
+            lean=(
+                same_expiry
+                and baseline is not None
+                and user == baseline.user
+                and not repository.renewal_due(baseline, now, snap.renewal_period_ms)
+            ),
         )
 
+    def _unsaved_bookkeeping(self, plan: SavePlan, exc: SessionStoreUnavailable) -> str:
+        """A save that Redis refused (full, a read-only replica, gone): an
+        error, unless it changed nothing the session holds, and only renewed
+        its idle timer or recorded that the cookie was sent (a read-only
+        request whose renewals were due), which the request can do without.
+        Then "skipped": a later request does it."""
+        if plan.create or plan.replace_all or plan.to_set or plan.to_delete:
+            raise exc
+        if plan.user_changed or plan.sets_expiry:
+            raise exc
+        logger.warning(
+            "session store: the renewal of session %s was skipped, Redis refused it",
+            plan.session_key[:6] + "…",
+        )
+        self.unavailable = None
+        self.cookie_renewed_at = None
+        return "skipped"
+
     def _finish(self, plan: SavePlan, status: str) -> None:
+        if status == "skipped":
+            return
         if status == "exists":
             raise CreateError
         if status == "gone":
@@ -656,11 +716,12 @@ class SessionStore(SessionBase):
                 accessed=plan.now,
                 max_inactive=plan.max_inactive,
             )
-        record.accessed = plan.now
-        record.max_inactive = plan.max_inactive
-        record.expires_at = plan.expires_at
-        record.user = plan.user
-        record.bucket = plan.bucket
+        if not plan.lean:  # the lean save left the expiry, user and bucket alone
+            record.accessed = plan.now
+            record.max_inactive = plan.max_inactive
+            record.expires_at = plan.expires_at
+            record.user = plan.user
+            record.bucket = plan.bucket
         if plan.renewed is not None:
             record.renewed = plan.renewed
             self.cookie_renewed_at = None

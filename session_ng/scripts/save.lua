@@ -26,7 +26,9 @@
 --   | 9 layout | 10 session key | 11 replaced session key or ""
 --   | 12 "1" if this save sets the expiry (ARGV 3-4), "0" if it only carries
 --     the values the caller loaded | 13 how long a bucket is kept past its
---     minute (ms) | 14 n_set, then n_set name/value pairs
+--     minute (ms) | 14 the renewal period in ms (RENEWAL_PERIOD) or "" for
+--     the default, a hundredth of the idle timeout, at most 60 s
+--   | 15 n_set, then n_set name/value pairs
 --   | then n_del, then n_del names | then, with layout "m", the remaining
 --     life in ms the session had in the store it is imported from
 --
@@ -110,7 +112,7 @@ if mode ~= 'create' and ARGV[12] ~= '1' then
 end
 
 -- The attributes.
-local pos = 14
+local pos = 15
 local n_set = tonumber(ARGV[pos]); pos = pos + 1
 if mode == 'replace' then
   local keep = {}
@@ -139,12 +141,35 @@ local function guarded(command, key, member)
   return reply
 end
 
+-- The life: the shadow key lives exactly as long as the session, the hash
+-- for the grace period longer so that the expired event can still read it.
+-- An idle timeout runs from now ("accessed") plus one renewal period: the
+-- period a read may go without renewing it (lazy renewal, see touch.lua).
+local max_inactive = tonumber(max_inactive_arg)
+local accessed = ARGV[1]
+local life
+if expires_at_arg ~= '' then
+  life = tonumber(expires_at_arg) - now
+elseif max_inactive >= 0 then
+  life = max_inactive * 1000 + (tonumber(ARGV[14]) or math.min(60000, max_inactive * 10))
+end
+if import_life and life and import_life < life then
+  -- Reads judge a session by its fields: they must say it ends when the old
+  -- store said, as if its idle timer (or expiry date) had started earlier.
+  if expires_at_arg ~= '' then
+    expires_at_arg = string.format('%d', now + import_life)
+  else
+    accessed = string.format('%d', now + import_life - life)
+  end
+  life = import_life
+end
+
 -- The metadata.
 local function put(name, value)
   to_set[#to_set + 1] = name
   to_set[#to_set + 1] = value
 end
-put('accessed', ARGV[1])
+put('accessed', accessed)
 put('max_inactive', max_inactive_arg)
 if mode == 'create' then
   put('created', ARGV[6] ~= '' and ARGV[6] or ARGV[1])
@@ -160,17 +185,6 @@ if user_op == '-' then
 elseif user_op ~= '' then
   put('user', string.sub(user_op, 2))
 end
-
--- The life: the shadow key lives exactly as long as the session, the hash
--- for the grace period longer so that the expired event can still read it.
-local max_inactive = tonumber(max_inactive_arg)
-local life
-if expires_at_arg ~= '' then
-  life = tonumber(expires_at_arg) - now
-elseif max_inactive >= 0 then
-  life = max_inactive * 1000
-end
-if import_life and life and import_life < life then life = import_life end
 
 -- On a rotation the replaced key is the one that leaves its bucket and index.
 local leaving = session_key
