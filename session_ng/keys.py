@@ -34,8 +34,9 @@ def session_shadow(ns: str, session_key: str) -> str:
 def session_event(ns: str, session_key: str) -> str:
     """The claim on the event that ended this session (same slot as its hash).
 
-    Whoever sets it first (SET NX) reports the end; session_ng's own delete and
-    key rotation set it before they delete, so no worker reports them again.
+    Whoever sets it first (SET NX) reports the end; session_ng's own delete
+    (and on Redis Cluster, its key rotation) sets it before it deletes, so no
+    worker reports that end again.
     """
     return f"{ns}:sessions:{{{session_key}}}:event"
 
@@ -73,6 +74,8 @@ def sweep_cursor(ns: str) -> str:
 
 
 def user_index(ns: str, user_id: str) -> str:
+    """One user's sessions: a hash, session key -> "" (a small hash is
+    listpack-encoded on every Redis, a small set of strings only from 7.2)."""
     # A primary key is usually an int or a UUID, but may be any string: quote
     # it so that braces, colons or globs in it cannot change the key's meaning.
     return f"{ns}:users:{{{quote(user_id, safe='')}}}"

@@ -43,7 +43,97 @@ BUCKET_KEEP_MS = 24 * 3600 * 1000
 CLAIM_MS = 2 * GRACE_MS
 # Bound for how far ahead a session can be filed (a set_expiry() of a year).
 MAX_LIFE_MS = 366 * 24 * 3600 * 1000
-ATTR_PREFIX = "attr:"
+
+# --- the session hash's layout ------------------------------------------------
+#
+# Redis keeps a hash in its compact listpack encoding (about half the bytes of
+# its hashtable encoding) while every field name and value is at most
+# hash-max-listpack-value bytes, 64 by default. So the fields have short
+# names, Django's own attributes and values have short codes, and a value
+# longer than that is stored in chunks of at most 64 bytes. Scripts use the
+# same names (docs/data-model.rst lists them all).
+F_CREATED = "c"
+F_ACCESSED = "a"  # the last renewal of the idle timer (epoch ms)
+F_IDLE = "i"  # max_inactive, seconds; -1 never expires
+F_EXPIRES = "e"  # an absolute expiry (epoch ms)
+F_USER = "u"
+F_BUCKET = "b"
+F_RENEWED = "r"  # when the middleware last sent the cookie (epoch ms)
+# An attribute's field: "." and its name, or for Django's own attributes an
+# upper-case letter (metadata fields are lower-case).
+ATTR_PREFIX = "."
+KNOWN_FIELDS = {
+    "_auth_user_id": "I",
+    "_auth_user_backend": "B",
+    "_auth_user_hash": "H",
+    "_session_expiry": "X",
+}
+KNOWN_NAMES = {field.encode(): name for name, field in KNOWN_FIELDS.items()}
+# The rest of a long value: "," then the chunk's number then the field's name.
+CHUNK_PREFIX = ","
+LISTPACK_VALUE = 64
+# A stored value whose first byte is below 3 is encoded:
+#   0, n, data   the serialized value is data and n - 1 chunk fields (n = 0:
+#                data alone, for the rare value past MAX_CHUNKS chunks)
+#   1, bytes     a JSON string of lower-case hex digits (a digest, such as
+#                Django's _auth_user_hash), as the bytes they spell
+#   2, code      a serialized value from KNOWN_VALUES
+# Any other first byte: the serialized value as it is. (JSON never starts
+# below 3, pickle starts with 0x80; a value that does is chunked, n >= 1.)
+CHUNKED, HEX, KNOWN = 0, 1, 2
+KNOWN_VALUES = {1: b'"django.contrib.auth.backends.ModelBackend"'}
+KNOWN_CODES = {value: code for code, value in KNOWN_VALUES.items()}
+FIRST_CHUNK = LISTPACK_VALUE - 2
+MAX_CHUNKS = 255
+_HEX_DIGITS = frozenset(b"0123456789abcdef")
+
+
+def attribute_field(name: str) -> str:
+    """The hash field that holds attribute ``name`` (or its first chunk)."""
+    return KNOWN_FIELDS.get(name) or ATTR_PREFIX + name
+
+
+def attribute_fields(name: str, value: bytes) -> list[tuple[str, bytes]]:
+    """The hash fields that hold one attribute's serialized ``value``."""
+    field = attribute_field(name)
+    code = KNOWN_CODES.get(value)
+    if code is not None:
+        return [(field, bytes((KNOWN, code)))]
+    if value[:1] == b'"' and _is_hex_string(value):
+        return [(field, bytes((HEX,)) + bytes.fromhex(value[1:-1].decode()))]
+    if len(value) <= LISTPACK_VALUE and (not value or value[0] > KNOWN):
+        return [(field, value)]
+    count = 1 + max(0, -(-(len(value) - FIRST_CHUNK) // LISTPACK_VALUE))
+    if count > MAX_CHUNKS:
+        return [(field, bytes((CHUNKED, 0)) + value)]
+    fields = [(field, bytes((CHUNKED, count)) + value[:FIRST_CHUNK])]
+    for i in range(1, count):
+        start = FIRST_CHUNK + (i - 1) * LISTPACK_VALUE
+        fields.append((f"{CHUNK_PREFIX}{i}{field}", value[start : start + LISTPACK_VALUE]))
+    return fields
+
+
+def _is_hex_string(value: bytes) -> bool:
+    # '"' + an even number (32 to 126) of lower-case hex digits + '"': its
+    # bytes fit one field.
+    return (
+        34 <= len(value) <= 2 * LISTPACK_VALUE
+        and len(value) % 2 == 0
+        and value[-1:] == b'"'
+        and _HEX_DIGITS.issuperset(value[1:-1])
+    )
+
+
+def chunks_of(value: bytes) -> int:
+    """How many chunk fields (besides its own) hold a serialized value."""
+    return len(attribute_fields("", value)) - 1
+
+
+def chunk_fields(name: str, first: int, last: int) -> list[str]:
+    """The names of attribute ``name``'s chunk fields ``first`` to ``last``."""
+    field = attribute_field(name)
+    return [f"{CHUNK_PREFIX}{i}{field}" for i in range(first, last + 1)]
+
 
 # Errors that mean "Redis is not there right now", as opposed to a bug.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
@@ -348,8 +438,13 @@ def _log_corrupt(session_key: str, what: str) -> None:
     )
 
 
-_ATTR_PREFIX = ATTR_PREFIX.encode()
-_ATTR_CUT = len(_ATTR_PREFIX)
+_ATTR = ord(ATTR_PREFIX)
+_CHUNK = ord(CHUNK_PREFIX)
+_F_CREATED, _F_ACCESSED, _F_IDLE, _F_EXPIRES, _F_USER, _F_BUCKET, _F_RENEWED = (
+    name.encode()
+    for name in (F_CREATED, F_ACCESSED, F_IDLE, F_EXPIRES, F_USER, F_BUCKET, F_RENEWED)
+)
+_UPPER = range(ord("A"), ord("Z") + 1)
 # An idle timeout past 10^10 s (centuries) is one no save writes.
 _MAX_STORED_INACTIVE = 10_000_000_000
 
@@ -373,39 +468,55 @@ def parse_record(
     """Turn a hash into a Record (on the hot path: keep it lean).
 
     ``fields`` is HGETALL's reply: the dict redis-py makes of it, or the flat
-    list a script returns. Fields that are neither metadata nor ``attr:`` (a
-    later version's) are ignored.
+    list a script returns. Fields of other shapes (a later version's) are
+    ignored.
     """
-    if not isinstance(fields, dict):
-        fields = dict(zip(fields[::2], fields[1::2], strict=True))
+    stored = (
+        fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
+    )
     attributes: dict[str, bytes] = {}
     meta: dict[bytes, bytes] = {}
-    for raw_name, value in fields.items():
-        if raw_name[:_ATTR_CUT] == _ATTR_PREFIX:
+    encoded = False
+    for raw_name, value in stored.items():
+        kind = raw_name[0] if raw_name else 0
+        if kind == _ATTR:
             try:
-                attributes[raw_name[_ATTR_CUT:].decode()] = value
+                attributes[raw_name[1:].decode()] = value
             except UnicodeDecodeError:
                 security_logger.warning(
                     "Session data corrupted: undecodable field name in session %s dropped",
                     _short(session_key),
                 )
-        else:
+                continue
+        elif kind in _UPPER:
+            name = KNOWN_NAMES.get(raw_name)
+            if name is None:
+                continue  # a later version's
+            attributes[name] = value
+        elif kind != _CHUNK:
             meta[raw_name] = value
+            continue
+        else:
+            continue
+        if value[:1] < b"\x03":
+            encoded = True
+    if encoded:
+        _decode_values(session_key, attributes, stored)
     get = meta.get
     try:
-        max_inactive = _int(get(b"max_inactive"))
+        max_inactive = _int(get(_F_IDLE))
         if max_inactive > _MAX_STORED_INACTIVE:
             raise ValueError(max_inactive)
         expires_at, bucket, user, renewed = (
-            get(b"expires_at"),
-            get(b"bucket"),
-            get(b"user"),
-            get(b"renewed"),
+            get(_F_EXPIRES),
+            get(_F_BUCKET),
+            get(_F_USER),
+            get(_F_RENEWED),
         )
         return Record(
             session_key=session_key,
-            created=_int(get(b"created")),
-            accessed=_int(get(b"accessed")),
+            created=_int(get(_F_CREATED)),
+            accessed=_int(get(_F_ACCESSED)),
             max_inactive=max_inactive,
             expires_at=None if expires_at is None else _int(expires_at),
             user=user.decode() if user else None,
@@ -416,6 +527,43 @@ def parse_record(
     except ValueError:  # UnicodeDecodeError is a ValueError
         _log_corrupt(session_key, "unreadable metadata")
         return CORRUPT
+
+
+def _decode_values(
+    session_key: str, attributes: dict[str, bytes], stored: dict[bytes, bytes]
+) -> None:
+    """Turn the encoded values of ``attributes`` back into serialized ones
+    (in place; see the layout above). One that cannot be (chunks missing, an
+    unknown code) is dropped: no value beats a wrong one."""
+    for name, value in list(attributes.items()):
+        kind = value[0] if value else 3
+        if kind > KNOWN:
+            continue
+        decoded: bytes | None = None
+        if kind == HEX:
+            decoded = b'"' + value[1:].hex().encode() + b'"'
+        elif kind == KNOWN:
+            decoded = KNOWN_VALUES.get(value[1]) if len(value) == 2 else None
+        elif len(value) > 1 and value[1] == 0:
+            decoded = value[2:]
+        elif len(value) > 1:
+            parts = [value[2:]]
+            for chunk in chunk_fields(name, 1, value[1] - 1):
+                part = stored.get(chunk.encode())
+                if part is None:
+                    break
+                parts.append(part)
+            if len(parts) == value[1]:
+                decoded = b"".join(parts)
+        if decoded is None:
+            del attributes[name]
+            security_logger.warning(
+                "Session data corrupted: attribute %r of session %s cannot be decoded; dropped",
+                name,
+                _short(session_key),
+            )
+        else:
+            attributes[name] = decoded
 
 
 # --- operations --------------------------------------------------------------
@@ -614,7 +762,7 @@ def peek(ns: str, session_keys: Sequence[str]) -> Operation[dict[str, Glance]]:
     calls: list[Eval | Command] = []
     for key in session_keys:
         calls.append(Command(("EXISTS", keys.session_shadow(ns, key))))
-        calls.append(Command(("HMGET", keys.session_hash(ns, key), "user", "accessed")))
+        calls.append(Command(("HMGET", keys.session_hash(ns, key), F_USER, F_ACCESSED)))
     # One corrupt session (a hash of the wrong type) must not fail the others.
     replies = yield Batch(calls, errors_as_values=True)
     alive: dict[str, Glance] = {}
@@ -727,7 +875,7 @@ def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
     """
     index = keys.user_index(ns, user_id)
     try:
-        members = yield Command(("SMEMBERS", index))
+        members = yield Command(("HKEYS", index))
     except redis.exceptions.ResponseError as exc:
         if not _wrong_type(exc):
             raise
@@ -754,7 +902,7 @@ def user_sessions(ns: str, user_id: str) -> Operation[list[Record]]:
             else:
                 stale.append(key)
     if stale:
-        yield Command(("SREM", index, *stale))
+        yield Command(("HDEL", index, *stale))
     return records
 
 
@@ -793,6 +941,9 @@ class SavePlan:
     # Only attributes (and ``renewed``) change, within the renewal period:
     # the lean script writes just those fields (see update.lua).
     lean: bool = False
+    # Attributes of to_set and to_delete whose stored value had chunk fields
+    # (see attribute_fields): how many, so that those left over are deleted.
+    stale_chunks: dict[str, int] = field(default_factory=dict)
 
 
 def bucket_minute(expiry_ms: int) -> int:
@@ -816,18 +967,34 @@ def save(ns: str, plan: SavePlan) -> Operation[str]:
 
 def _update_eval(ns: str, plan: SavePlan) -> Eval:
     """The lean save's script call (update.lua): the changed fields only."""
-    args: list[str | int | bytes] = [len(plan.to_set) + (plan.renewed is not None)]
-    for name, value in plan.to_set.items():
-        args += [ATTR_PREFIX + name, value]
-    if plan.renewed is not None:
-        args += ["renewed", plan.renewed]  # metadata: written as it is
-    args.append(len(plan.to_delete))
-    args += [ATTR_PREFIX + name for name in plan.to_delete]
     return Eval(
         UPDATE,
         (keys.session_hash(ns, plan.session_key), keys.session_shadow(ns, plan.session_key)),
-        args,
+        _field_args(plan),
     )
+
+
+def _field_args(plan: SavePlan) -> list[str | int | bytes]:
+    """The fields a save writes and deletes, as the scripts take them: the
+    number of (name, value) pairs, the pairs, the number of names to delete,
+    the names. Attributes become their fields (chunked when long), and the
+    chunks a value no longer needs are deleted."""
+    pairs: list[str | int | bytes] = []
+    deleted: list[str | int | bytes] = []
+    stale = plan.stale_chunks
+    for name, value in plan.to_set.items():
+        fields = attribute_fields(name, value)
+        for field_name, field_value in fields:
+            pairs += [field_name, field_value]
+        old = stale.get(name, 0)
+        if old >= len(fields):
+            deleted += chunk_fields(name, len(fields), old)
+    if plan.renewed is not None:
+        pairs += [F_RENEWED, plan.renewed]  # metadata: written as it is
+    for name in plan.to_delete:
+        deleted.append(attribute_field(name))
+        deleted += chunk_fields(name, 1, stale.get(name, 0))
+    return [len(pairs) // 2, *pairs, len(deleted), *deleted]
 
 
 def import_sessions(ns: str, plans: Sequence[SavePlan]) -> Operation[list[str]]:
@@ -882,11 +1049,7 @@ def _save_eval(ns: str, plan: SavePlan) -> Eval:
         extra.append(keys.user_index(ns, plan.user))
     if plan.replaces is not None:
         layout += "r"
-        extra += [
-            keys.session_hash(ns, plan.replaces),
-            keys.session_shadow(ns, plan.replaces),
-            keys.session_event(ns, plan.replaces),
-        ]
+        extra += [keys.session_hash(ns, plan.replaces), keys.session_shadow(ns, plan.replaces)]
     return _save_call(ns, plan, layout, extra)
 
 
@@ -909,14 +1072,8 @@ def _save_call(ns: str, plan: SavePlan, layout: str, extra: Sequence[str]) -> Ev
         "1" if plan.sets_expiry else "0",
         BUCKET_KEEP_MS,
         "" if plan.period_ms is None else plan.period_ms,
-        len(plan.to_set) + (plan.renewed is not None),
+        *_field_args(plan),
     ]
-    for name, value in plan.to_set.items():
-        args += [ATTR_PREFIX + name, value]
-    if plan.renewed is not None:
-        args += ["renewed", plan.renewed]  # metadata: written as it is
-    args.append(len(plan.to_delete))
-    args += [ATTR_PREFIX + name for name in plan.to_delete]
     if plan.import_life is not None:
         args.append(plan.import_life)
     return Eval(
@@ -983,9 +1140,9 @@ def _save_split(ns: str, plan: SavePlan) -> Operation[str]:
             expire_at = plan.bucket * MINUTE_MS + BUCKET_KEEP_MS
             follow_up.append(Command(("PEXPIREAT", bucket, expire_at)))
     if plan.old_user is not None and plan.old_user != plan.user:
-        follow_up.append(Command(("SREM", keys.user_index(ns, plan.old_user), leaving)))
+        follow_up.append(Command(("HDEL", keys.user_index(ns, plan.old_user), leaving)))
     if plan.replaces is not None and plan.user is not None:
-        follow_up.append(Command(("SREM", keys.user_index(ns, plan.user), leaving)))
+        follow_up.append(Command(("HDEL", keys.user_index(ns, plan.user), leaving)))
     if plan.user is not None:
         index = keys.user_index(ns, plan.user)
         follow_up.append(Eval(INDEX_ADD, (index,), (plan.session_key, life, GRACE_MS)))
@@ -1039,7 +1196,7 @@ def delete(
         users.add(record.user)
         buckets.add(record.bucket)
     for other_user in sorted(u for u in users if u is not None and u != done_user):
-        fix_up.append(Command(("SREM", keys.user_index(ns, other_user), session_key)))
+        fix_up.append(Command(("HDEL", keys.user_index(ns, other_user), session_key)))
     for minute in sorted(b for b in buckets if b is not None and b != done_bucket):
         fix_up.append(Command(("SREM", keys.expiration_bucket(ns, minute), session_key)))
     if fix_up:
@@ -1198,7 +1355,7 @@ def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operat
                 report.expired.append(Ended(session_key, record))
                 if isinstance(record, Record) and record.user:
                     follow_up.append(
-                        Command(("SREM", keys.user_index(ns, record.user), session_key))
+                        Command(("HDEL", keys.user_index(ns, record.user), session_key))
                     )
             else:
                 report.vanished.append(session_key)
@@ -1270,7 +1427,7 @@ def _end_follow_up(
     a delete, the bucket entry and whatever is left of the session."""
     follow_up: list[Eval | Command] = []
     if isinstance(record, Record) and record.user:
-        follow_up.append(Command(("SREM", keys.user_index(ns, record.user), session_key)))
+        follow_up.append(Command(("HDEL", keys.user_index(ns, record.user), session_key)))
     if kind != "deleted":
         return follow_up
     if isinstance(record, Record) and record.bucket is not None:

@@ -24,7 +24,7 @@ def short_anonymous(settings: Any) -> None:
 
 def life(r: Any, key: str) -> tuple[int, float]:
     """(max_inactive stored, seconds the shadow key has left)."""
-    stored = int(r.hget(keys.session_hash(NS, key), "max_inactive"))
+    stored = int(r.hget(keys.session_hash(NS, key), "i"))
     return stored, r.pttl(keys.session_shadow(NS, key)) / 1000
 
 

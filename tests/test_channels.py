@@ -128,7 +128,7 @@ async def test_by_default_a_socket_refreshes_once_per_renewal_period(
     comm = communicator(consumer, key)
     assert (await comm.connect())[0]
     await say(comm, consumer, "warm")  # the first message refreshes
-    accessed = int(r.hget(hash_name, "accessed") or 0)
+    accessed = int(r.hget(hash_name, "a") or 0)
     roundtrips.reset()
     for i in range(3):
         assert await say(comm, consumer, f"m{i}") == expected(consumer, "ann", f"m{i}")
@@ -136,7 +136,7 @@ async def test_by_default_a_socket_refreshes_once_per_renewal_period(
     await asyncio.sleep(0.35)
     assert await say(comm, consumer, "later") == expected(consumer, "ann", "later")
     assert roundtrips.count == 1  # one touch, which renews whether or not a read would
-    assert int(r.hget(hash_name, "accessed") or 0) > accessed
+    assert int(r.hget(hash_name, "a") or 0) > accessed
     await comm.disconnect()
 
 

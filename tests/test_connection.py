@@ -41,7 +41,7 @@ async def test_cache_alias_async_client_talks_to_the_same_server(settings) -> No
         await s.asave()
         plain = redis.Redis.from_url(other.url)
         try:
-            assert plain.hget(f"session_ng:sessions:{{{s.session_key}}}", "attr:a") == b"1"
+            assert plain.hget(f"session_ng:sessions:{{{s.session_key}}}", ".a") == b"1"
         finally:
             plain.close()
         assert await SessionStore(s.session_key).aget("a") == 1

@@ -30,9 +30,9 @@ def started(client: Client, r: redis.Redis) -> str:
 def age_session(r: redis.Redis, key: str, seconds: int) -> None:
     """As if the cookie had last been sent ``seconds`` ago."""
     hash_key = keys.session_hash(NS, key)
-    renewed = int(r.hget(hash_key, "renewed") or 0)
+    renewed = int(r.hget(hash_key, "r") or 0)
     assert renewed > 0  # written by the save of the response that sent it
-    r.hset(hash_key, "renewed", renewed - seconds * 1000)
+    r.hset(hash_key, "r", renewed - seconds * 1000)
 
 
 def test_reads_within_one_period_send_no_cookie(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]

@@ -38,15 +38,15 @@ def test_new_session_writes_hash_shadow_bucket_and_nothing_else(r: redis.Redis) 
     assert key is not None
 
     stored = r.hgetall(hash_key(key))
-    created = int(stored[b"created"])
+    created = int(stored[b"c"])
     assert before <= created <= after
     bucket = math.ceil((created + LIFE_MS) / 60000)
     assert stored == {
-        b"created": str(created).encode(),
-        b"accessed": str(created).encode(),
-        b"max_inactive": b"1209600",
-        b"bucket": str(bucket).encode(),
-        b"attr:cart": b"[1,2]",
+        b"c": str(created).encode(),
+        b"a": str(created).encode(),
+        b"i": b"1209600",
+        b"b": str(bucket).encode(),
+        b".cart": b"[1,2]",
     }
     assert r.get(shadow_key(key)) == b""
     # The shadow key lives exactly the session's life, the hash 300 s longer.
@@ -66,10 +66,10 @@ def test_logged_in_session_is_in_its_users_index(r: redis.Redis) -> None:
     s.save()
     key = s.session_key
     assert key is not None
-    assert r.hget(hash_key(key), "user") == b"42"
+    assert r.hget(hash_key(key), "u") == b"42"
     index = keys.user_index(NS, "42")
     assert index == "session_ng:users:{42}"
-    assert r.smembers(index) == {key.encode()}
+    assert r.hgetall(index) == {key.encode(): b""}
     assert LIFE_MS + GRACE_MS - 2000 < r.pttl(index) <= LIFE_MS + GRACE_MS
 
 
@@ -85,7 +85,7 @@ def test_logout_by_removing_the_user_leaves_the_index(r: redis.Redis) -> None:
     s.save()
     key = s.session_key
     assert key is not None
-    assert r.hget(hash_key(key), "user") is None
+    assert r.hget(hash_key(key), "u") is None
     assert r.exists(keys.user_index(NS, "42")) == 0
 
 
@@ -98,8 +98,8 @@ def test_changing_user_moves_between_indexes(r: redis.Redis) -> None:
     key = s.session_key
     assert key is not None
     assert r.exists(keys.user_index(NS, "1")) == 0
-    assert r.smembers(keys.user_index(NS, "2")) == {key.encode()}
-    assert r.hget(hash_key(key), "user") == b"2"
+    assert set(r.hkeys(keys.user_index(NS, "2"))) == {key.encode()}
+    assert r.hget(hash_key(key), "u") == b"2"
 
 
 def test_cycle_key_moves_everything_to_the_new_key(r: redis.Redis) -> None:
@@ -109,19 +109,19 @@ def test_cycle_key_moves_everything_to_the_new_key(r: redis.Redis) -> None:
     s.save()
     old = s.session_key
     assert old is not None
-    created = r.hget(hash_key(old), "created")
+    created = r.hget(hash_key(old), "c")
     s.cycle_key()
     new = s.session_key
     assert new is not None
     assert new != old
     assert r.exists(hash_key(old), shadow_key(old)) == 0
     stored = r.hgetall(hash_key(new))
-    assert stored[b"attr:a"] == b'"b"'
-    assert stored[b"user"] == b"5"
+    assert stored[b".a"] == b'"b"'
+    assert stored[b"u"] == b"5"
     # A rotated session is the same session: it keeps its creation time.
-    assert stored[b"created"] == created
-    assert r.smembers(keys.user_index(NS, "5")) == {new.encode()}
-    bucket_key = keys.expiration_bucket(NS, int(stored[b"bucket"]))
+    assert stored[b"c"] == created
+    assert set(r.hkeys(keys.user_index(NS, "5"))) == {new.encode()}
+    bucket_key = keys.expiration_bucket(NS, int(stored[b"b"]))
     assert r.smembers(bucket_key) == {new.encode()}
 
 
@@ -180,3 +180,129 @@ def test_malformed_keys_never_reach_redis(r: redis.Redis, bad: str, roundtrips) 
     assert s.load() == {}
     assert roundtrips.count == 0
     assert r.dbsize() == 0
+
+
+# --- the compact layout --------------------------------------------------------
+
+CART = [
+    {"sku": "A-100", "qty": 1, "price": "19.90"},
+    {"sku": "B-220", "qty": 2, "price": "4.50"},
+    {"sku": "C-314", "qty": 1, "price": "112.00"},
+]
+DIGEST = "0123456789abcdef" * 4  # what Django's _auth_user_hash looks like
+
+
+def test_a_typical_signed_in_session_is_stored_compactly(r: redis.Redis) -> None:
+    """One-letter metadata, Django's own attributes and its default backend
+    as codes, a digest as its bytes, a long value in chunks of 64 bytes: so
+    the hash, and the user index, keep Redis's listpack encoding."""
+    data = {
+        "cart": CART,
+        "_auth_user_id": "42",
+        "_auth_user_backend": "django.contrib.auth.backends.ModelBackend",
+        "_auth_user_hash": DIGEST,
+    }
+    s = SessionStore()
+    s.update(data)
+    s.save()
+    key = s.session_key
+    assert key is not None
+    stored = r.hgetall(hash_key(key))
+    cart = b'[{"sku":"A-100","qty":1,"price":"19.90"},{"sku":"B-220","qty":2,"price":"4.50"},{"sku":"C-314","qty":1,"price":"112.00"}]'  # noqa: E501
+    assert stored == {
+        b"c": stored[b"c"],
+        b"a": stored[b"c"],
+        b"i": b"1209600",
+        b"b": stored[b"b"],
+        b"u": b"42",
+        b"I": b'"42"',
+        b"B": b"\x02\x01",
+        b"H": b"\x01" + bytes.fromhex(DIGEST),
+        b".cart": b"\x00\x02" + cart[:62],
+        b",1.cart": cart[62:],
+    }
+    assert r.object("encoding", hash_key(key)) == b"listpack"
+    assert r.object("encoding", keys.user_index(NS, "42")) == b"listpack"
+    assert SessionStore(key).load() == data
+
+
+@pytest.mark.parametrize("size", [1, 62, 63, 64, 65, 126, 127, 128, 190, 191, 16_000, 20_000])
+def test_values_of_every_length_come_back(r: redis.Redis, size: int) -> None:
+    value = "x" * (size - 2)  # JSON adds the quotes
+    s = SessionStore()
+    s["v"] = value
+    s.save()
+    assert s.session_key is not None
+    fields = r.hgetall(hash_key(s.session_key))
+    assert all(len(f) <= 64 and len(v) <= 64 for f, v in fields.items()) == (size <= 16_000)
+    assert SessionStore(s.session_key).load() == {"v": value}
+
+
+def test_a_value_that_shrinks_or_goes_takes_its_chunks_along(r: redis.Redis) -> None:
+    s = SessionStore()
+    s["v"] = "x" * 200  # 4 fields
+    s["w"] = "y" * 100  # 2 fields
+    s.save()
+    assert s.session_key is not None
+    name = hash_key(s.session_key)
+    assert {f for f in r.hkeys(name) if f[:1] in b".,"} == {
+        b".v",
+        b",1.v",
+        b",2.v",
+        b",3.v",
+        b".w",
+        b",1.w",
+    }
+    t = SessionStore(s.session_key)
+    t["v"] = "x" * 80  # 2 fields
+    del t["w"]
+    t.save()
+    assert {f for f in r.hkeys(name) if f[:1] in b".,"} == {b".v", b",1.v"}
+    assert SessionStore(s.session_key).load() == {"v": "x" * 80}
+
+
+def test_hex_strings_that_do_not_fit_the_rule_are_stored_as_they_are(r: redis.Redis) -> None:
+    values = {"odd": "abc" * 11, "upper": "ABCDEF" * 6, "short": "ab" * 15}
+    s = SessionStore()
+    s.update(values)
+    s.save()
+    assert s.session_key is not None
+    stored = r.hgetall(hash_key(s.session_key))
+    assert stored[b".upper"] == b'"' + b"ABCDEF" * 6 + b'"'
+    assert stored[b".short"] == b'"' + b"ab" * 15 + b'"'
+    assert stored[b".odd"] == b'"' + b"abc" * 11 + b'"'
+    assert SessionStore(s.session_key).load() == values
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (b".v", b"\x00\x03" + b"x" * 62),  # says 3 fields, one chunk is missing
+        (b".v", b"\x02\x09"),  # an unknown code
+        (b".v", b"\x02"),  # a code cut short
+        (b".v", b"\x00"),  # a chunk count cut short
+    ],
+)
+def test_a_value_that_cannot_be_decoded_is_dropped(
+    r: redis.Redis, field: bytes, value: bytes
+) -> None:
+    s = SessionStore()
+    s["v"] = "x" * 150
+    s["keep"] = 1
+    s.save()
+    assert s.session_key is not None
+    r.hset(hash_key(s.session_key), field, value)
+    r.hdel(hash_key(s.session_key), ",2.v")
+    assert SessionStore(s.session_key).load() == {"keep": 1}
+
+
+def test_serialized_values_that_start_like_an_encoding_are_kept_apart() -> None:
+    from session_ng.repository import Record, attribute_fields, parse_record
+
+    for raw in (b"\x00abc", b"\x01", b"\x02\x01", b"", b"\x00" * 300):
+        fields = attribute_fields("v", raw)
+        hash_fields = {f.encode(): v for f, v in fields}
+        hash_fields.update({b"c": b"1", b"a": b"1", b"i": b"60"})
+        record = parse_record("k" * 32, hash_fields)
+        assert isinstance(record, Record)
+        assert record.attributes == {"v": raw}

@@ -127,11 +127,11 @@ def test_find_sessions_lists_live_ones_newest_first_and_prunes(r: redis.Redis) -
     other_user = logged_in("10")
     ended = logged_in("9")
     r.delete(keys.session_shadow("session_ng", ended.session_key))  # type: ignore[arg-type]
-    r.sadd(keys.user_index("session_ng", "9"), "junk", other_user.session_key)  # type: ignore[arg-type]
+    r.hset(keys.user_index("session_ng", "9"), mapping={"junk": "", other_user.session_key: ""})  # type: ignore[dict-item]
     found = api.find_sessions("9")
     assert [i.session_key for i in found] == [newer.session_key, older.session_key]
     # Stale entries were removed as they were found.
-    assert r.smembers(keys.user_index("session_ng", "9")) == {
+    assert set(r.hkeys(keys.user_index("session_ng", "9"))) == {
         older.session_key.encode(),  # type: ignore[union-attr]
         newer.session_key.encode(),  # type: ignore[union-attr]
     }

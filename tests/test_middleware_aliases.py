@@ -37,7 +37,7 @@ def test_two_users_in_one_browser(two_users: Client, r: redis.Redis) -> None:
     assert cookie(two_users) == f"0.{sessions['0']}~1.{sessions['1']}"
     assert who(two_users) == "alice"
     assert who(two_users, "1") == "bob"
-    assert r.hget(keys.session_hash("session_ng", sessions["1"]), "user") is not None
+    assert r.hget(keys.session_hash("session_ng", sessions["1"]), "u") is not None
 
 
 def test_a_single_default_session_is_a_plain_django_cookie() -> None:
@@ -102,7 +102,7 @@ def test_login_rotates_only_that_aliases_key(r: redis.Redis) -> None:
     assert after["0"] == before["0"]
     assert after["1"] != before["1"]
     assert not alive(r, before["1"])
-    stored = r.hget(keys.session_hash("session_ng", after["1"]), "attr:visits")
+    stored = r.hget(keys.session_hash("session_ng", after["1"]), ".visits")
     assert stored == b"1"  # carried over by the rotation
 
 
@@ -175,11 +175,11 @@ def test_one_corrupt_alias_does_not_break_the_account_switcher(
     bob_key = parse_cookie(cookie(client))["1"]
     name = keys.session_hash("session_ng", bob_key)
     if corruption == "user not UTF-8":
-        r.hset(name, "user", b"\xff\xfe")
+        r.hset(name, "u", b"\xff\xfe")
     elif corruption == "user not a pk":
-        r.hset(name, "user", "abc")
+        r.hset(name, "u", "abc")
     elif corruption == "user past the pk range":
-        r.hset(name, "user", "9" * 25)
+        r.hset(name, "u", "9" * 25)
     else:
         r.delete(name)
         r.set(name, "junk")

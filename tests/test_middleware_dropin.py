@@ -125,7 +125,7 @@ def test_anonymous_aliases_make_room_for_a_sign_in_oldest_first(settings, r: red
     client.get("/?_s=2")
     anonymous = cookie(client)
     for alias in ("1", "2"):  # a renewal period later (a minute at most) ...
-        r.hincrby(keys.session_hash("session_ng", anonymous[alias]), "accessed", -61_000)
+        r.hincrby(keys.session_hash("session_ng", anonymous[alias]), "a", -61_000)
     client.get("/?_s=1")  # ... alias 1 is used again: alias 2's session is the oldest
     assert set(anonymous) == {"0", "1", "2"}
     response = client.post("/login/?_s=3", BOB)

@@ -129,7 +129,7 @@ def test_header_ids_only_give_a_new_session_its_token_without_the_header(
     # (login() also rotates the CSRF cookie, and Django's CSRF middleware
     # adds "Cookie" for it.)
     assert response["Vary"] == "Cookie, X-Auth-Token"
-    assert r.hget(keys.session_hash("session_ng", token), "user") is not None
+    assert r.hget(keys.session_hash("session_ng", token), "u") is not None
     response = client.get("/api/session/", headers={"X-Auth-Token": token})
     assert response.json()["user"] == "alice"
     assert "X-Auth-Token" not in response

@@ -51,7 +51,7 @@ def test_cycle_key_of_a_session_deleted_meanwhile_refuses(r: Any) -> None:
     with pytest.raises(UpdateError):
         rotating.cycle_key()
     assert stored_sessions(r) == []
-    assert r.smembers(keys.user_index(NS, "21")) == set()
+    assert set(r.hkeys(keys.user_index(NS, "21"))) == set()
     # The store holds nothing any more: a save makes no session either.
     assert rotating.session_key is None
     assert rotating.is_empty()
@@ -65,7 +65,7 @@ async def test_acycle_key_of_a_session_deleted_meanwhile_refuses(r: Any) -> None
     with pytest.raises(UpdateError):
         await rotating.acycle_key()
     assert stored_sessions(r) == []
-    assert r.smembers(keys.user_index(NS, "22")) == set()
+    assert set(r.hkeys(keys.user_index(NS, "22"))) == set()
 
 
 def test_two_rotations_of_one_session_leave_one_live_session(r: Any) -> None:
@@ -87,7 +87,7 @@ def test_two_rotations_of_one_session_leave_one_live_session(r: Any) -> None:
     assert first.session_key is not None
     assert rotated == [first.session_key]
     assert stored_sessions(r) == [first.session_key]
-    assert r.smembers(keys.user_index(NS, "23")) == {first.session_key.encode()}
+    assert set(r.hkeys(keys.user_index(NS, "23"))) == {first.session_key.encode()}
     assert SessionStore(first.session_key).load() == {"_auth_user_id": "23", "cart": [1]}
 
 
@@ -126,7 +126,7 @@ def test_many_concurrent_rotations_leave_one_live_session(r: Any) -> None:
     assert sorted(outcomes) == ["refused"] * 7 + ["rotated"]
     (winner,) = [s.session_key for s in stores if s.session_key is not None]
     assert stored_sessions(r) == [winner]
-    assert r.smembers(keys.user_index(NS, "25")) == {winner.encode()}
+    assert set(r.hkeys(keys.user_index(NS, "25"))) == {winner.encode()}
 
 
 # --- through the middleware: login() of a session logged out meanwhile ----------

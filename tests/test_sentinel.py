@@ -98,7 +98,7 @@ def test_a_failover_costs_only_the_requests_in_flight(
     fresh.load()
     fresh["after"] = True
     fresh.save()
-    assert command(new.port, "HEXISTS", keys.session_hash(NS, kept.session_key), "attr:after") == 1  # type: ignore[arg-type]
+    assert command(new.port, "HEXISTS", keys.session_hash(NS, kept.session_key), ".after") == 1  # type: ignore[arg-type]
 
     async def async_side() -> dict[str, Any]:
         return await SessionStore(kept.session_key).aload()

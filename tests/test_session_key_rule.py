@@ -47,7 +47,7 @@ def test_a_short_or_long_key_round_trips_through_redis(key: str, r: redis.Redis)
     assert session.session_key == key
     session["colour"] = "blue"
     session.save()
-    assert r.hget(keys.session_hash("session_ng", key), "attr:colour") == b'"blue"'
+    assert r.hget(keys.session_hash("session_ng", key), ".colour") == b'"blue"'
     assert SessionStore(key).load() == {"colour": "blue"}
 
 

@@ -29,14 +29,14 @@ def test_sweep_reports_expired_sessions_and_prunes_the_user_index(r: redis.Redis
     alive = logged_in("1", 3600)
     time.sleep(1.05)
     # Sweep as if we were past the minute the short session was filed under.
-    bucket = int(r.hget(keys.session_hash(NS, gone.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    bucket = int(r.hget(keys.session_hash(NS, gone.session_key), "b") or 0)  # type: ignore[arg-type]
     report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
     assert [e.session_key for e in report.expired] == [gone.session_key]
     (ended,) = report.expired
     assert isinstance(ended.record, repository.Record)
     assert ended.record.user == "1"
     assert ended.record.attributes["data"] == b'"1"'
-    assert r.smembers(keys.user_index(NS, "1")) == {alive.session_key.encode()}  # type: ignore[union-attr]
+    assert set(r.hkeys(keys.user_index(NS, "1"))) == {alive.session_key.encode()}  # type: ignore[union-attr]
     assert r.exists(keys.expiration_bucket(NS, bucket)) == 0
     assert r.get(keys.sweep_cursor(NS)) == str(bucket).encode()
 
@@ -46,13 +46,13 @@ def test_a_slid_session_is_refiled_not_expired(r: redis.Redis) -> None:
     key = s.session_key
     assert key is not None
     hash_key = keys.session_hash(NS, key)
-    old_bucket = int(r.hget(hash_key, "bucket") or 0)
+    old_bucket = int(r.hget(hash_key, "b") or 0)
     # The idle timer slid well past the bucket it was filed under.
     r.pexpire(keys.session_shadow(NS, key), 3_600_000)
     report = repository.run(repository.sweep(NS, old_bucket * 60000 + 1))
     assert report.expired == []
     assert report.refiled == 1
-    new_bucket = int(r.hget(hash_key, "bucket") or 0)
+    new_bucket = int(r.hget(hash_key, "b") or 0)
     assert new_bucket - old_bucket >= 55
     assert r.smembers(keys.expiration_bucket(NS, new_bucket)) == {key.encode()}
     assert r.exists(keys.expiration_bucket(NS, old_bucket)) == 0
@@ -64,7 +64,7 @@ def test_a_deleted_session_leaves_its_bucket_and_junk_is_dropped(r: redis.Redis)
     s = logged_in("3", 60)
     key = s.session_key
     assert key is not None
-    bucket = int(r.hget(keys.session_hash(NS, key), "bucket") or 0)
+    bucket = int(r.hget(keys.session_hash(NS, key), "b") or 0)
     s.delete()
     assert not r.sismember(keys.expiration_bucket(NS, bucket), key)
     r.sadd(keys.expiration_bucket(NS, bucket), "NOT-A-KEY")
@@ -77,7 +77,7 @@ def test_a_member_with_nothing_left_is_reported_as_vanished(r: redis.Redis) -> N
     s = logged_in("4", 60)
     key = s.session_key
     assert key is not None
-    bucket = int(r.hget(keys.session_hash(NS, key), "bucket") or 0)
+    bucket = int(r.hget(keys.session_hash(NS, key), "b") or 0)
     r.delete(keys.session_hash(NS, key), keys.session_shadow(NS, key))  # ended unseen, long ago
     report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
     assert report.vanished == [key]
@@ -86,7 +86,7 @@ def test_a_member_with_nothing_left_is_reported_as_vanished(r: redis.Redis) -> N
 def test_sweep_only_looks_at_due_buckets_and_remembers_where_it_was(r: redis.Redis) -> None:
     s = logged_in("4", 3600)
     hash_key = keys.session_hash(NS, s.session_key)  # type: ignore[arg-type]
-    bucket_key = keys.expiration_bucket(NS, int(r.hget(hash_key, "bucket") or 0))
+    bucket_key = keys.expiration_bucket(NS, int(r.hget(hash_key, "b") or 0))
     now = now_ms()
     report = repository.run(repository.sweep(NS, now))
     assert (report.expired, report.refiled) == ([], 0)
@@ -104,7 +104,7 @@ def test_a_first_sweep_finds_a_days_buckets_in_a_few_round_trips(  # type: ignor
     # walks every minute that may still have a bucket. Two round trips per
     # minute (2,884) kept it from its notifications for about a second.
     s = logged_in("5", 1)
-    minute = int(r.hget(keys.session_hash(NS, s.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    minute = int(r.hget(keys.session_hash(NS, s.session_key), "b") or 0)  # type: ignore[arg-type]
     r.delete(keys.session_hash(NS, s.session_key), keys.session_shadow(NS, s.session_key))  # type: ignore[arg-type]
     repository.run(repository.exists(NS, "a" * 32))  # the connection is set up
     roundtrips.reset()
@@ -123,7 +123,7 @@ def test_a_first_sweep_finds_a_days_buckets_in_a_few_round_trips(  # type: ignor
 def test_clearsessions_command_sweeps(r: redis.Redis) -> None:
     s = logged_in("5", 1)
     key = s.session_key
-    bucket = int(r.hget(keys.session_hash(NS, key), "bucket") or 0)  # type: ignore[arg-type]
+    bucket = int(r.hget(keys.session_hash(NS, key), "b") or 0)  # type: ignore[arg-type]
     time.sleep(1.05)
     # Make that bucket due now by filing the session under the current minute.
     due = now_ms() // 60000
@@ -138,7 +138,7 @@ def test_clearsessions_command_sweeps(r: redis.Redis) -> None:
 
 async def test_async_sweep_matches_sync(r: redis.Redis) -> None:
     s = logged_in("6", 1)
-    bucket = int(r.hget(keys.session_hash(NS, s.session_key), "bucket") or 0)  # type: ignore[arg-type]
+    bucket = int(r.hget(keys.session_hash(NS, s.session_key), "b") or 0)  # type: ignore[arg-type]
     await asyncio.sleep(1.05)
     report = await repository.arun(repository.sweep(NS, bucket * 60000 + 1))
     assert [e.session_key for e in report.expired] == [s.session_key]
@@ -202,7 +202,7 @@ def test_ends_found_together_are_claimed_together(roundtrips, r: redis.Redis) ->
         if i != 1
     ]
     for i, key in enumerate(session_keys):
-        assert not r.sismember(keys.user_index(NS, str(10 + i)), key) or i == 1
+        assert not r.hexists(keys.user_index(NS, str(10 + i)), key) or i == 1
     # Nothing is left to claim: a second report finds every end taken.
     roundtrips.reset()
     assert events.report_ends(session_keys, "expired") == 0

@@ -189,7 +189,7 @@ def test_a_logout_is_not_reported_again_when_its_minute_comes(
     s = session(user="14", expiry=1)
     key = s.session_key
     assert key is not None
-    bucket = keys.expiration_bucket(NS, int(r.hget(keys.session_hash(NS, key), "bucket") or 0))
+    bucket = keys.expiration_bucket(NS, int(r.hget(keys.session_hash(NS, key), "b") or 0))
     s.flush()  # logged out: reported in-process, and out of its bucket
     assert not r.sismember(bucket, key)
     time.sleep(0.5)  # the worker hears the deletes (and finds them claimed)

@@ -97,7 +97,7 @@ def run(url: str) -> None:
     key = client.cookies["sessionid"].value
     import redis
 
-    stored = redis.Redis.from_url(url).hget(f"session_ng:sessions:{{{key}}}", "attr:n")
+    stored = redis.Redis.from_url(url).hget(f"session_ng:sessions:{{{key}}}", ".n")
     assert stored == b"2", stored
 
 

@@ -611,11 +611,17 @@ class SessionStore(SessionBase):
         # The caller may still hold these (it set them, or was handed them):
         # after this save they must keep being compared (see _finish).
         self._dumped_mutable = dumped_mutable
+        stale_chunks: dict[str, int] = {}
         if baseline is None:
             to_set, to_delete = current, []
         else:
             to_set = {n: v for n, v in current.items() if baseline.attributes.get(n) != v}
             to_delete = [n for n in baseline.attributes if n not in current]
+            # Long values are stored in chunks: those a value no longer needs go.
+            for name in (*to_set, *to_delete):
+                previous = baseline.attributes.get(name)
+                if previous is not None and len(previous) > repository.LISTPACK_VALUE:
+                    stale_chunks[name] = repository.chunks_of(previous)
         now = now_ms()
         snap = conf.snapshot()
         max_inactive, expires_at = self._expiry_fields(data)
@@ -672,6 +678,7 @@ class SessionStore(SessionBase):
             ),
             renewed=self.cookie_renewed_at,
             period_ms=snap.renewal_period_ms,
+            stale_chunks=stale_chunks,
             # Attributes only, in a session whose idle timer needs no renewal
             # yet: the TTLs, bucket and user index stay as they are.
             lean=(

@@ -6,8 +6,8 @@
 --
 -- KEYS[1] session hash, KEYS[2] shadow key, KEYS[3] the session's event claim,
 -- then the optional keys ARGV[3] names, one letter each, in this order:
---   u  the user index the caller believes lists it
---   b  the expiration bucket the caller believes it is filed under
+--   u  the user index (a hash) the caller believes lists it
+--   b  the expiration bucket (a set) the caller believes it is filed under
 -- ARGV[1] session key, ARGV[2] how long the claim lasts (ms), ARGV[3] layout.
 --
 -- The claim is taken before the keys go, so a worker that hears the "del"
@@ -28,7 +28,7 @@ local k = 4
 -- An index or bucket of the wrong type (written by something else) is left
 -- as it is: the session is gone either way.
 for letter in string.gmatch(ARGV[3], '.') do
-  redis.pcall('SREM', KEYS[k], ARGV[1])
+  redis.pcall(letter == 'u' and 'HDEL' or 'SREM', KEYS[k], ARGV[1])
   k = k + 1
 end
 return {claimed, fields}

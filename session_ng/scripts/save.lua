@@ -1,15 +1,20 @@
 -- Create or update one session: delta write, shadow key, bucket move, user
--- index and (for a key rotation) removal of the old key, atomically, in one
--- round trip.
+-- index and (for a key rotation) the move from the old key, atomically, in
+-- one round trip. Field names: see "the session hash's layout" in
+-- session_ng/repository.py (c created, a accessed, i max_inactive,
+-- e expires_at, u user, b bucket, r renewed; "." + name an attribute, or an
+-- upper-case letter for Django's own; "," + n + field the chunks of a long one).
 --
 -- KEYS[1] session hash, KEYS[2] shadow key, then the optional keys that
 -- ARGV[9] (the layout) names, one letter each, in this order:
 --   b  expiration bucket to file the session under
 --   x  expiration bucket it was filed under before (SREM)
---   o  user index of the user who left this session (SREM)
---   u  user index of the session's logged-in user (SADD, TTL refresh)
---   r  three keys: hash, shadow and event claim of the session this one
---      replaces (rotation; the claim says "rotated" so no worker reports it)
+--   o  user index (a hash: session key -> "") of the user who left this
+--      session (HDEL)
+--   u  user index of the session's logged-in user (HSET, TTL refresh)
+--   r  two keys: hash and shadow key of the session this one replaces
+--      (rotation: they are renamed to the new keys, which Redis announces
+--      as rename_from/rename_to, not as the "del" of an end)
 --   m  the import marker of a session imported from another engine
 --      (create only): the save is refused ("exists") when the marker is
 --      there, else it sets it; the session's life is at most the remaining
@@ -35,7 +40,7 @@
 -- Modes: "create" (the key must be free), "update" (the session must be
 -- alive; only the listed attributes change), "replace" (an update whose
 -- caller never loaded the session, e.g. after clear(): the listed attributes
--- become the whole session and every other attr: field is removed).
+-- become the whole session and every other attribute field is removed).
 --
 -- Returns "ok", "exists" (create: the key is taken) or "gone" (update, or a
 -- rotation: the session, or the one it replaces, was deleted or expired
@@ -43,7 +48,7 @@
 --
 -- A bucket or user index of the wrong type (written by something else) never
 -- fails the save: a bucket write is skipped (the sweep deletes that bucket
--- when its minute comes), an index is replaced by a set listing this session
+-- when its minute comes), an index is replaced by a hash listing this session
 -- (so "sign out everywhere" still finds it). Then "ok" comes as a list,
 -- {"ok", notes...} ({"ok", kept, life, notes...} with C), each note
 -- "skipped <key>" or "replaced <key>", for the caller to log.
@@ -75,7 +80,7 @@ for letter in string.gmatch(ARGV[9], '.') do
     slot[letter] = KEYS[k]
     k = k + 1
     if letter == 'r' then
-      slot['r2'] = KEYS[k]; slot['r3'] = KEYS[k + 1]; k = k + 2
+      slot['r2'] = KEYS[k]; k = k + 1
     end
   end
 end
@@ -93,15 +98,25 @@ end
 -- An imported session is imported once: not again after it ended here.
 if slot['m'] and redis.call('EXISTS', slot['m']) == 1 then return 'exists' end
 
+-- A rotation moves the old session's keys to the new ones: no "del" for a
+-- worker to take for an end, no claim to keep, and the fields below are
+-- written as to a session that exists (stale ones removed).
+local existing = mode ~= 'create'
+if slot['r'] then
+  redis.call('RENAME', slot['r'], hash)
+  redis.call('RENAME', slot['r2'], shadow)
+  existing = true
+end
+
 -- The expiry. A save that did not change it must not undo a concurrent
 -- request's set_expiry(): when the stored values differ from what the caller
 -- loaded, they win, and so does the bucket that request filed the session in.
 local max_inactive_arg, expires_at_arg = ARGV[3], ARGV[4]
 local keep_bucket = false
 -- Whether the hash may hold an expires_at to remove (unknown: assume so).
-local stored_expires_at = mode ~= 'create'
+local stored_expires_at = existing
 if mode ~= 'create' and ARGV[12] ~= '1' then
-  local stored = redis.call('HMGET', hash, 'max_inactive', 'expires_at')
+  local stored = redis.call('HMGET', hash, 'i', 'e')
   local stored_mi, stored_ea = stored[1] or '', stored[2] or ''
   stored_expires_at = stored[2] ~= false
   if tonumber(stored_mi) ~= nil and (stored_ea == '' or tonumber(stored_ea) ~= nil)
@@ -114,11 +129,13 @@ end
 -- The attributes.
 local pos = 15
 local n_set = tonumber(ARGV[pos]); pos = pos + 1
-if mode == 'replace' then
+if mode == 'replace' or slot['r'] then
   local keep = {}
   for i = pos, pos + 2 * n_set - 1, 2 do keep[ARGV[i]] = true end
   for _, name in ipairs(redis.call('HKEYS', hash)) do
-    if string.sub(name, 1, 5) == 'attr:' and not keep[name] then
+    -- Attribute fields: ".name", Django's own as upper-case letters, and
+    -- the chunks of long values, ",<n><field>".
+    if string.find(name, '^[%.,A-Z]') and not keep[name] then
       to_delete[#to_delete + 1] = name
     end
   end
@@ -169,21 +186,21 @@ local function put(name, value)
   to_set[#to_set + 1] = name
   to_set[#to_set + 1] = value
 end
-put('accessed', accessed)
-put('max_inactive', max_inactive_arg)
+put('a', accessed)
+put('i', max_inactive_arg)
 if mode == 'create' then
-  put('created', ARGV[6] ~= '' and ARGV[6] or ARGV[1])
+  put('c', ARGV[6] ~= '' and ARGV[6] or ARGV[1])
 end
 if expires_at_arg ~= '' then
-  put('expires_at', expires_at_arg)
+  put('e', expires_at_arg)
 elseif stored_expires_at then
-  to_delete[#to_delete + 1] = 'expires_at'
+  to_delete[#to_delete + 1] = 'e'
 end
 local user_op = ARGV[8]
 if user_op == '-' then
-  if mode ~= 'create' then to_delete[#to_delete + 1] = 'user' end
+  if existing then to_delete[#to_delete + 1] = 'u' end
 elseif user_op ~= '' then
-  put('user', string.sub(user_op, 2))
+  put('u', string.sub(user_op, 2))
 end
 
 -- On a rotation the replaced key is the one that leaves its bucket and index.
@@ -198,11 +215,11 @@ if not keep_bucket then
     if guarded('SADD', slot['b'], session_key) then
       redis.call('PEXPIREAT', slot['b'], tonumber(ARGV[7]) * 60000 + tonumber(ARGV[13]))
     end
-    put('bucket', ARGV[7])
+    put('b', ARGV[7])
   elseif remote_bucket then
-    put('bucket', ARGV[7])
-  elseif life == nil and mode ~= 'create' then
-    to_delete[#to_delete + 1] = 'bucket'
+    put('b', ARGV[7])
+  elseif life == nil and existing then
+    to_delete[#to_delete + 1] = 'b'
   end
 end
 
@@ -230,21 +247,17 @@ if slot['m'] then
 end
 
 -- The user index: its TTL covers the longest-lived session it lists.
-if slot['o'] then guarded('SREM', slot['o'], leaving) end
-if slot['r'] then
-  if slot['u'] then guarded('SREM', slot['u'], leaving) end
-  redis.call('SET', slot['r3'], 'rotated', 'PX', grace)
-  redis.call('DEL', slot['r'], slot['r2'])
-end
+if slot['o'] then guarded('HDEL', slot['o'], leaving) end
+if slot['r'] and slot['u'] then guarded('HDEL', slot['u'], leaving) end
 if slot['u'] then
   local index = slot['u']
-  local added = redis.pcall('SADD', index, session_key)
+  local added = redis.pcall('HSET', index, session_key, '')
   if type(added) == 'table' and added.err then
     redis.call('DEL', index)
-    added = redis.call('SADD', index, session_key)
+    added = redis.call('HSET', index, session_key, '')
     notes[#notes + 1] = 'replaced ' .. index
   end
-  local fresh = added == 1 and redis.call('SCARD', index) == 1
+  local fresh = added == 1 and redis.call('HLEN', index) == 1
   if life == nil then
     redis.call('PERSIST', index)
   else

@@ -16,12 +16,12 @@ if pttl == -2 then
   if #fields == 0 then return {'gone'} end
   return {'expired', fields}
 end
-local user = redis.call('HGET', KEYS[1], 'user') or ''
+local user = redis.call('HGET', KEYS[1], 'u') or ''  -- the user field
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone'} end
 if pttl == -1 then
-  redis.call('HDEL', KEYS[1], 'bucket')
+  redis.call('HDEL', KEYS[1], 'b')  -- the bucket field
   return {'alive', '', user}
 end
 local minute = math.ceil((tonumber(ARGV[1]) + pttl) / 60000)
-redis.call('HSET', KEYS[1], 'bucket', minute)
+redis.call('HSET', KEYS[1], 'b', minute)
 return {'alive', tostring(minute), user}

@@ -1,6 +1,6 @@
 -- Renew sessions' idle timers without reading or rewriting their data: the
 -- lazy renewal of a read, a websocket's refresh, save() of an unchanged
--- session.
+-- session. ("accessed" below is the hash field "a".)
 --
 -- KEYS: for each session, its hash then its shadow key (so 2 per session; on
 -- Redis Cluster one session per call, as each session has its own slot).
@@ -39,8 +39,9 @@ end
 
 local function touch(hash, shadow)
   if redis.call('EXISTS', shadow) == 0 then return 0 end
-  local meta = redis.pcall(
-    'HMGET', hash, 'max_inactive', 'expires_at', 'accessed', 'created', 'bucket', 'renewed')
+  -- max_inactive, expires_at, accessed, created, bucket, renewed (the
+  -- one-letter names of repository.py's hash layout).
+  local meta = redis.pcall('HMGET', hash, 'i', 'e', 'a', 'c', 'b', 'r')
   if meta.err then return -1 end
   local max_inactive, expires_at, accessed = int(meta[1]), int(meta[2]), int(meta[3])
   if not meta[1] and not meta[3] and not meta[4] and redis.call('EXISTS', hash) == 0 then
@@ -63,7 +64,7 @@ local function touch(hash, shadow)
   local period = fixed_period or math.min(60000, max_inactive * 10)
   if accessed + max_inactive * 1000 + period <= now then return 0 end
   if now - accessed < period and ARGV[4] ~= '1' then return 1 end  -- recent enough
-  redis.call('HSET', hash, 'accessed', ARGV[1])
+  redis.call('HSET', hash, 'a', ARGV[1])
   -- string.format: a Lua number argument would be printed as a float.
   local life = max_inactive * 1000 + period
   redis.call('PEXPIRE', shadow, string.format('%d', life))
