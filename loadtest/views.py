@@ -37,8 +37,9 @@ def ping(request: HttpRequest) -> HttpResponse:
 def login_view(request: HttpRequest) -> HttpResponse:
     """Log a user in, with a real password check (MD5: see loadtest.settings).
 
-    Logging in again as the session's user rotates the key and keeps the data,
-    so the answer is the counter the session already held.
+    The first login rotates the key (cycle_key). Logging in again as the
+    session's user keeps the key and the data (Django's login() flushes only
+    another user's session), so the answer is the counter the session held.
     """
     user = authenticate(
         request,
