@@ -111,17 +111,17 @@ def details(result: Result) -> str:
 
 def render(results: list[Result], config: Config, env: str) -> str:
     gthread = config.worker_class == "gthread"
-    setting = (
+    setting = [
         f"{config.rounds} runs per engine (alternating), each {config.duration}s of load "
         f"after {config.warmup}s of warm-up; wrk: {config.threads} threads, "
-        f"one browser per connection. "
+        "one browser per connection.",
         f"WSGI: gunicorn, {config.workers} {config.worker_class} workers"
         + (f" x {config.worker_threads} threads" if gthread else "")
-        + f", sync views, {config.connections} connections"
-        + (" kept alive" if gthread else " (one per request)")
-        + f". ASGI: uvicorn, {config.asgi_workers} workers (uvloop, httptools), async views, "
-        f"{config.asgi_connections} connections kept alive."
-    )
+        + f", sync views; {config.connections} connections"
+        + (", kept alive." if gthread else ", one per request."),
+        f"ASGI: uvicorn, {config.asgi_workers} workers (uvloop, httptools), async views; "
+        f"{config.asgi_connections} connections, kept alive.",
+    ]
     return "\n".join(
         [
             "Latency: from sending a request to its whole answer, measured by wrk's script.",
@@ -135,7 +135,7 @@ def render(results: list[Result], config: Config, env: str) -> str:
             "",
             *(details(r) for r in results),
             "",
-            setting,
+            *setting,
             env,
         ]
     )
