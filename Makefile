@@ -3,7 +3,7 @@
 #   make test   lint + type-check + the whole test suite + Django's peer suites
 #   make peer   Django's own session-related suites with session_ng in Django's place
 #   make bench  compare session_ng with Django's session engines on one private redis-server
-#   make loadtest  testproject under gunicorn, driven by wrk: session_ng against the cache engine
+#   make loadtest  testproject under gunicorn and uvicorn, driven by wrk: session_ng against the cache engine
 #   make bench-growth  a request, a sweep and a user-index query at 1,000 and 1,000,000 sessions
 #   make bench-breakdown  where the time of a read, a write and a websocket refresh goes
 #   make bench-redis  instructions Redis executes per request (valgrind), session_ng against the cache engine

@@ -4,7 +4,9 @@ Environment: LOADTEST_ROUNDS (runs per engine, 2), LOADTEST_DURATION (seconds
 of load per run, 8), LOADTEST_WARMUP (seconds before each run, 2),
 LOADTEST_CONNECTIONS (32), LOADTEST_THREADS (wrk threads, 2), LOADTEST_WORKERS
 (gunicorn workers, twice the CPUs), LOADTEST_WORKER_CLASS (sync, or gthread),
-LOADTEST_WORKER_THREADS (for gthread, 2), WRK (the binary, else wrk on PATH).
+LOADTEST_WORKER_THREADS (for gthread, 2), LOADTEST_ASGI_CONNECTIONS (wrk
+connections of the ASGI runs, 64), LOADTEST_ASGI_WORKERS (uvicorn workers,
+twice the CPUs), WRK (the binary, else wrk on PATH).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ def progress(message: str) -> None:
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # A normal exit, so that the finally blocks stop gunicorn and redis-server.
+    # A normal exit, so that the finally blocks stop the server and redis-server.
     raise SystemExit(128 + signum)
 
 
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
-    from loadtest.run import Config, WrkMissing, find_wrk, measure_all, wrk_version
+    from loadtest.config import Config
+    from loadtest.run import WrkMissing, find_wrk, measure_all, wrk_version
 
     try:
         wrk = find_wrk()

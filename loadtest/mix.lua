@@ -26,7 +26,9 @@
 --
 -- Arguments (after `--`): aliases ("1": ?_s=1 is its own session, as with
 -- session_ng's middleware; "0": the parameter is ignored and both aliases are
--- one session, as with Django's), users, threads, duration in seconds.
+-- one session, as with Django's), users, threads, duration in seconds, and
+-- the views' URL prefix ("/lt/" for the sync views, "/lt/async/" for the
+-- async ones).
 -- done() writes the figures and every browser's tallies as JSON to the file
 -- named by $LOADTEST_REPORT.
 
@@ -72,6 +74,7 @@ function init(args)
   users = tonumber(args[2])
   thread_count = tonumber(args[3])
   quiet_at = now() + tonumber(args[4]) - QUIET_SECONDS
+  views = args[5]
   math.randomseed(1000 + thread_index)
   verifying = thread_index == 0
   browsers = {}
@@ -181,7 +184,7 @@ function request()
   end
   local query = alias == 1 and "?_s=1" or ""
   if kind == "read" then
-    return wrk.format("GET", "/lt/read/" .. query, headers, nil)
+    return wrk.format("GET", views .. "read/" .. query, headers, nil)
   end
   headers["Content-Type"] = "application/x-www-form-urlencoded"
   local body = ""
@@ -191,11 +194,22 @@ function request()
     local suffix = (alias == 1 and aliases) and "b" or ""
     body = "username=lt" .. b.user .. suffix .. "&password=" .. PASSWORD
   end
-  return wrk.format("POST", "/lt/" .. kind .. "/" .. query, headers, body)
+  return wrk.format("POST", views .. kind .. "/" .. query, headers, body)
+end
+
+-- A response header by name. wrk keys the table by the name as sent, and
+-- header names are case-insensitive: gunicorn sends Django's spelling,
+-- uvicorn sends every name in lower case.
+local function header(headers, name)
+  local value = headers[name]
+  if value == nil then
+    value = headers[name:lower()]
+  end
+  return value
 end
 
 function response(status, headers, body)
-  local id = headers["X-Loadtest-Browser"]
+  local id = header(headers, "X-Loadtest-Browser")
   local b = id and browsers[id]
   if not b or b.kind == nil then
     -- Untagged: the ping above, should a wrk send it; or an answer that did
@@ -208,7 +222,7 @@ function response(status, headers, body)
   local bucket = math.floor((now() - b.sent) * 1000 / BUCKET_MS)
   local histogram = _G["latency_" .. kind]
   histogram[bucket] = (histogram[bucket] or 0) + 1
-  local cookie = headers["X-Loadtest-Session"]
+  local cookie = header(headers, "X-Loadtest-Session")
   if cookie ~= nil then
     b.cookie = (cookie ~= "" and cookie ~= '""') and cookie or nil
   end

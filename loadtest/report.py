@@ -7,13 +7,14 @@ import platform
 from pathlib import Path
 
 from bench.tables import grid, package_version, recorded_at, redis_server_version_at
-from loadtest.run import Config, Result
+from loadtest.config import RATIOS, Config
+from loadtest.run import Result
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.rst"
 START = ".. loadtest-table-start"
 END = ".. loadtest-table-end"
 
-HEADERS = ("engine", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors", "lost writes")
+HEADERS = ("engine", "server", "requests/s", "p50 ms", "p90 ms", "p99 ms", "errors", "lost writes")
 
 
 def _package(name: str) -> str:
@@ -36,6 +37,8 @@ def environment(redis_url: str, wrk_version: str) -> str:
         f"{recorded_at()}; {os.cpu_count()} CPUs ({_cpu_model()}); "
         f"Python {platform.python_version()}, "
         f"Django {_package('Django')}, gunicorn {_package('gunicorn')}, "
+        f"uvicorn {_package('uvicorn')} (uvloop {_package('uvloop')}, "
+        f"httptools {_package('httptools')}), asgiref {_package('asgiref')}, "
         f"redis-py {_package('redis')} (hiredis {_package('hiredis')}), "
         f"django-redis {_package('django-redis')}, redis-server {server}, wrk {wrk_version}"
     )
@@ -45,6 +48,7 @@ def _row(result: Result) -> tuple[str, ...]:
     check = result.check
     return (
         result.engine.label,
+        result.engine.server,
         f"{result.rate:,.0f}",
         f"{result.percentile(50):.1f}",
         f"{result.percentile(90):.1f}",
@@ -58,12 +62,23 @@ def table(results: list[Result]) -> list[str]:
     return grid([HEADERS, *(_row(r) for r in results)])
 
 
+def ratios(results: list[Result]) -> str:
+    """session_ng's requests/s over the cache engine's, on each server."""
+    rates = {result.engine: result.rate for result in results}
+    parts = [
+        f"{ours.server} {rates[ours] / rates[theirs]:.2f}x"
+        for ours, theirs in RATIOS
+        if rates.get(ours) and rates.get(theirs)
+    ]
+    return "session_ng's requests/s over the cache engine's: " + ", ".join(parts)
+
+
 def details(result: Result) -> str:
     counts = result.counts
     errors = ", ".join(f"{k} {v}" for k, v in sorted(result.errors.items()) if v) or "none"
     check = result.check
     notes = [
-        f"{result.engine.label}: {result.requests:,} requests in {result.seconds:.1f}s "
+        f"{result.engine.title}: {result.requests:,} requests in {result.seconds:.1f}s "
         f"({counts['read']:,} reads, {counts['write']:,} writes, {counts['login']:,} logins; "
         f"{counts['alias']:,} under ?_s=1)",
         f"  requests/s per run: {', '.join(f'{rate:,.0f}' for rate in result.rates)}; "
@@ -95,13 +110,18 @@ def details(result: Result) -> str:
 
 
 def render(results: list[Result], config: Config, env: str) -> str:
-    setting = (
+    gthread = config.worker_class == "gthread"
+    setting = [
         f"{config.rounds} runs per engine (alternating), each {config.duration}s of load "
-        f"after {config.warmup}s of warm-up; "
-        f"wrk: {config.threads} threads, {config.connections} connections (one browser each); "
-        f"gunicorn: {config.workers} {config.worker_class} workers"
-        + (f" x {config.worker_threads} threads." if config.worker_class == "gthread" else ".")
-    )
+        f"after {config.warmup}s of warm-up; wrk: {config.threads} threads, "
+        "one browser per connection.",
+        f"WSGI: gunicorn, {config.workers} {config.worker_class} workers"
+        + (f" x {config.worker_threads} threads" if gthread else "")
+        + f", sync views; {config.connections} connections"
+        + (", kept alive." if gthread else ", one per request."),
+        f"ASGI: uvicorn, {config.asgi_workers} workers (uvloop, httptools), async views; "
+        f"{config.asgi_connections} connections, kept alive.",
+    ]
     return "\n".join(
         [
             "Latency: from sending a request to its whole answer, measured by wrk's script.",
@@ -111,9 +131,11 @@ def render(results: list[Result], config: Config, env: str) -> str:
             "",
             *table(results),
             "",
+            ratios(results),
+            "",
             *(details(r) for r in results),
             "",
-            setting,
+            *setting,
             env,
         ]
     )

@@ -1,4 +1,4 @@
-"""Serve testproject with gunicorn, drive it with wrk, read the sessions back.
+"""Serve the site (loadtest.servers), drive it with wrk, read the sessions back.
 
 Everything runs on loopback against a private redis-server and a temporary
 SQLite file; every process started here is stopped on the way out, also on
@@ -10,15 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -26,11 +20,11 @@ from typing import Any
 
 import redis
 
+from loadtest.config import ENGINES, Config, Engine
 from loadtest.cpu import Sampler, Usage
-from testproject.redis_server import free_port
+from loadtest.servers import log_path, serve
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
 SCRIPT = HERE / "mix.lua"
 WRK_HINT = (
     "wrk was not found on PATH. Install it: `apt-get install wrk` (Debian/Ubuntu), "
@@ -42,80 +36,6 @@ PASSWORD = "loadtest-password"  # noqa: S105 - test users on a throwaway databas
 
 class WrkMissing(RuntimeError):
     pass
-
-
-@dataclass(frozen=True)
-class Engine:
-    """A session engine and the middleware in front of it."""
-
-    label: str
-    # LOADTEST_ENGINE and LOADTEST_MIDDLEWARE for loadtest.settings.
-    engine: str
-    middleware: str
-    path: str
-
-    @property
-    def aliases(self) -> bool:
-        """Whether ?_s=1 is a session of its own (session_ng's middleware)."""
-        return self.middleware == "session_ng"
-
-    @property
-    def slug(self) -> str:
-        return f"{self.engine}-{self.middleware}"
-
-
-SESSION_NG = Engine("session_ng", "session_ng", "session_ng", "session_ng.backends.redis")
-CACHE = Engine("cache (django-redis)", "cache", "django", "django.contrib.sessions.backends.cache")
-# session_ng's engine behind Django's middleware: what the engine costs
-# without the middleware's aliases, header ids and cookie renewal.
-ENGINE_ONLY = Engine(
-    "session_ng, Django's middleware", "session_ng", "django", "session_ng.backends.redis"
-)
-ENGINES = (SESSION_NG, CACHE, ENGINE_ONLY)
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip() else default
-
-
-@dataclass(frozen=True)
-class Config:
-    rounds: int  # runs per engine, in ABBA order, merged
-    duration: int  # seconds of measured load per run
-    warmup: int  # seconds of load before each run, not measured
-    connections: int  # wrk connections, one browser each
-    threads: int  # wrk threads
-    workers: int  # gunicorn worker processes
-    worker_class: str  # gunicorn's: sync, or gthread (threads, keep-alive)
-    worker_threads: int  # threads per gunicorn (gthread) worker
-
-    @classmethod
-    def from_env(cls) -> Config:
-        cores = os.cpu_count() or 1
-        return cls(
-            rounds=max(1, _env_int("LOADTEST_ROUNDS", 2)),
-            duration=_env_int("LOADTEST_DURATION", 8),
-            warmup=_env_int("LOADTEST_WARMUP", 2),
-            connections=_env_int("LOADTEST_CONNECTIONS", 32),
-            threads=_env_int("LOADTEST_THREADS", 2),
-            workers=_env_int("LOADTEST_WORKERS", 2 * cores),
-            worker_class=os.environ.get("LOADTEST_WORKER_CLASS", "") or "sync",
-            worker_threads=_env_int("LOADTEST_WORKER_THREADS", 2),
-        )
-
-    @property
-    def users(self) -> int:
-        # One user per browser and alias (mix.lua: lt<n> and lt<n>b).
-        return self.connections
-
-    def schedule(self) -> list[Engine]:
-        """Every engine ``rounds`` times, in alternating order (A B C C B A ...),
-        so that a change in the machine's load falls on all engines alike."""
-        order: list[Engine] = []
-        for r in range(self.rounds):
-            order.extend(ENGINES if r % 2 == 0 else reversed(ENGINES))
-        return order
 
 
 @dataclass
@@ -253,84 +173,13 @@ def prepare_database(users: int) -> None:
     connection.close()
 
 
-# --- processes ----------------------------------------------------------------
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """SIGTERM (gunicorn: finish the requests in flight), then SIGKILL."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextmanager
-def gunicorn(
-    engine: Engine, config: Config, redis_url: str, db_path: Path, log: Path
-) -> Iterator[str]:
-    """testproject under gunicorn on a free loopback port; yields its base URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "loadtest.settings",
-        "LOADTEST_ENGINE": engine.engine,
-        "LOADTEST_MIDDLEWARE": engine.middleware,
-        "REDIS_URL": redis_url,
-        "DJANGO_DB": str(db_path),
-    }
-    args = [
-        sys.executable, "-m", "gunicorn", "testproject.wsgi:application",
-        "--bind", f"127.0.0.1:{port}",
-        "--workers", str(config.workers),
-        "--worker-class", config.worker_class,
-        "--backlog", "2048",
-        "--graceful-timeout", "10",
-        "--log-level", "warning",
-        "--error-logfile", str(log),
-        "--preload",
-    ]  # fmt: skip
-    if config.worker_class == "gthread":
-        # (With sync, any --threads above 1 would quietly make gthread workers.)
-        args += ["--threads", str(config.worker_threads), "--keep-alive", "5"]
-    with log.open("ab") as output:
-        # Its own session: a Ctrl-C in the terminal reaches this process, which
-        # then stops gunicorn gracefully, rather than every worker at once.
-        process = subprocess.Popen(  # noqa: S603 - fixed argument list
-            args, cwd=ROOT, env=env, stdout=output, stderr=output, start_new_session=True
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_until_up(f"{base}/lt/ping/", process, log)
-        yield base
-    finally:
-        _stop(process, timeout=15)
-
-
-def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            text = log.read_text(errors="replace") if log.exists() else ""
-            raise RuntimeError(f"gunicorn exited at start-up:\n{text}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.1)
-    raise RuntimeError(f"gunicorn did not answer {url} within 30s")
-
-
 def run_wrk(
     wrk: str, engine: Engine, config: Config, base: str, seconds: int, report: Path
 ) -> dict[str, Any]:
     args = [
         wrk,
         "--threads", str(config.threads),
-        "--connections", str(config.connections),
+        "--connections", str(config.connections_for(engine)),
         "--duration", f"{seconds}s",
         "--timeout", "10s",
         "--script", str(SCRIPT),
@@ -340,8 +189,11 @@ def run_wrk(
         str(config.users),
         str(config.threads),
         str(seconds),
+        engine.views,
     ]  # fmt: skip
     env = {**os.environ, "LOADTEST_REPORT": str(report)}
+    # Not the previous run's report, should this wrk fail to write one.
+    report.unlink(missing_ok=True)
     completed = subprocess.run(  # noqa: S603 - fixed argument list
         args, env=env, capture_output=True, text=True, check=False
     )
@@ -416,12 +268,12 @@ def run_once(
 ) -> tuple[dict[str, Any], Check, Usage]:
     """One run: an emptied Redis, a fresh server, warm-up, load, stop, check."""
     flush(redis_url)
-    log = tmp / f"gunicorn-{engine.slug}.log"
-    with gunicorn(engine, config, redis_url, db_path, log) as base:
+    log = log_path(engine, tmp)
+    with serve(engine, config, redis_url, db_path, tmp) as base:
         if config.warmup:
             run_wrk(wrk, engine, config, base, config.warmup, tmp / "warmup.json")
             flush(redis_url)
-        progress(f"{engine.label}: {config.duration}s of load")
+        progress(f"{engine.title}: {config.duration}s of load")
         sampler = Sampler()
         data = run_wrk(wrk, engine, config, base, config.duration, tmp / "run.json")
         usage = sampler.stop()
@@ -429,7 +281,7 @@ def run_once(
     check = check_writes(engine, data["browsers"])
     server_log = log.read_text(errors="replace") if log.exists() else ""
     if server_log.strip():
-        progress(f"{engine.label}: gunicorn logged:\n{server_log[-4000:]}")
+        progress(f"{engine.title}: the server logged:\n{server_log[-4000:]}")
     log.unlink(missing_ok=True)
     return data, check, usage
 
