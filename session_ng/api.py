@@ -55,7 +55,7 @@ def _user_id(user: Any) -> str:
 
 
 # The range of a datetime, in epoch ms: a stored time outside it (15 digits
-# pass the load script's integer check; no save writes such a value) is shown
+# pass the record's integer check; no save writes such a value) is shown
 # as the nearest end of the calendar rather than failing the page.
 _FIRST_MS = math.ceil(datetime.min.replace(tzinfo=UTC).timestamp() * 1000)
 _LAST_MS = math.floor(datetime.max.replace(tzinfo=UTC).timestamp() * 1000)
@@ -70,12 +70,11 @@ def _when(ms: int) -> datetime:
 
 
 def _info(record: repository.Record) -> SessionInfo:
-    if record.expires_at is not None:
-        expires: datetime | None = _when(record.expires_at)
-    elif record.max_inactive >= 0:
-        expires = _when(record.accessed + record.max_inactive * 1000)
-    else:
-        expires = None
+    # The end it has now (idle timeout and renewal period included): when it
+    # ends unless it is used again.
+    period = repository.renewal_period_ms(record.max_inactive, conf.snapshot().renewal_period_ms)
+    end = repository.ends_at(record, period)
+    expires = None if end is None else _when(end)
     client = _client(record.attributes.get(CLIENT_KEY))
     return SessionInfo(
         session_key=record.session_key,

@@ -672,8 +672,9 @@ def load(
                 raise reply
             reply = None
         if reply is None:
-            # Refused (full, a read-only replica) or Redis went away: the
-            # session has at least a period to live, so the read goes on.
+            # Refused (a read-only replica, too few replicas) or Redis went
+            # away: the session is alive by the clock, so the read goes on,
+            # and the next read tries the renewal again.
             logger.warning(
                 "session store: the renewal of session %s was skipped, Redis refused it",
                 _short(session_key),

@@ -85,8 +85,9 @@ def test_a_logout_request_works_when_redis_is_full(small_redis: redis.Redis) -> 
 
 
 def test_signed_in_reads_work_when_redis_is_full(small_redis: redis.Redis) -> None:
-    """Reads write nothing but a renewal that is due, and the cookie's renewal
-    record: both are skipped when Redis refuses them, never a 503."""
+    """Reads write nothing but a renewal that is due, which takes no memory
+    (so a full Redis allows it), and the cookie's renewal record, which is
+    skipped when Redis refuses it: never a 503."""
     client = Client()
     assert client.post("/login/", ALICE).status_code == 302
     assert client.post("/api/session/", {"theme": "dark"}).status_code == 200
@@ -102,7 +103,10 @@ def test_signed_in_reads_work_when_redis_is_full(small_redis: redis.Redis) -> No
         response = client.get("/api/session/")
         assert (response.status_code, response.json()) == (200, expected)
         assert response.cookies["sessionid"].value == key  # the cookie is renewed
-        assert small_redis.hgetall(name) == before  # and nothing was written
+        after = small_redis.hgetall(name)
+        assert int(after[b"a"]) > int(before[b"a"])  # the idle timer too
+        # The cookie's renewal record could not be written; nothing else was.
+        assert {**after, b"a": before[b"a"]} == before
     # A write is refused, with a clear answer.
     response = Client(raise_request_exception=False, HTTP_COOKIE=f"sessionid={key}").post(
         "/api/session/", {"theme": "light"}
@@ -112,3 +116,18 @@ def test_signed_in_reads_work_when_redis_is_full(small_redis: redis.Redis) -> No
     # Signing out frees memory: it works.
     assert client.post("/logout/").status_code == 302
     assert small_redis.exists(name) == 0
+
+
+def test_a_websocket_refresh_works_when_redis_is_full(small_redis: redis.Redis) -> None:
+    """SessionRefreshMixin's refresh (a forced touch) takes no memory."""
+    from session_ng import repository
+    from session_ng.backends.redis import now_ms
+
+    key = logged_in("43")
+    name = keys.session_hash(NS, key)
+    before = int(small_redis.hget(name, "a") or 0)
+    fill(small_redis)
+    touch = repository.touch(NS, key, before + 1_000, force=True)
+    assert repository.run(touch) is True
+    assert int(small_redis.hget(name, "a") or 0) == before + 1_000
+    assert small_redis.pttl(keys.session_shadow(NS, key)) > 1_209_659_000 - (now_ms() - before)

@@ -1,3 +1,7 @@
+#!lua flags=allow-oom
+-- allow-oom: a renewal rewrites an integer field in place and moves TTLs, so
+-- it takes no memory, and it keeps working when Redis is full under
+-- noeviction: signed-in users stay signed in while they are active.
 -- Renew sessions' idle timers without reading or rewriting their data: the
 -- lazy renewal of a read, a websocket's refresh, save() of an unchanged
 -- session. ("accessed" below is the hash field "a".)
