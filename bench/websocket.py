@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = (1, 4, 16)
 MESSAGES = 300  # per connection and round
 ROUNDS = 4  # of each kind, alternating
-TARGET = 0.9
+TARGET = 0.95
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class WebsocketFigures:
     connections: int
     plain: float  # messages per second
     refreshing: float
-    throttled: float  # with session_refresh_interval = 1 s
+    every_message: float  # with session_refresh_interval = 0: a touch per message
     touches_per_message: float  # EVALSHA calls the mixin added, per message
 
     @property
@@ -134,8 +134,8 @@ def measure_websocket(redis_url: str, progress: Callable[[str], None]) -> list[W
     try:
         with daphne(redis_url) as port:
             for count in CONNECTIONS:
-                best = {"/ws/plain/": 0.0, "/ws/refresh/": 0.0, "/ws/throttled/": 0.0}
-                added = {"/ws/plain/": 0, "/ws/refresh/": 0, "/ws/throttled/": 0}
+                best = {"/ws/plain/": 0.0, "/ws/refresh/": 0.0, "/ws/every-message/": 0.0}
+                added = {"/ws/plain/": 0, "/ws/refresh/": 0, "/ws/every-message/": 0}
                 for n in range(ROUNDS):
                     for path in best:
                         progress(f"  websocket {path} x{count} round {n + 1}/{ROUNDS}")
@@ -149,7 +149,7 @@ def measure_websocket(redis_url: str, progress: Callable[[str], None]) -> list[W
                         connections=count,
                         plain=best["/ws/plain/"],
                         refreshing=best["/ws/refresh/"],
-                        throttled=best["/ws/throttled/"],
+                        every_message=best["/ws/every-message/"],
                         touches_per_message=(added["/ws/refresh/"] - added["/ws/plain/"])
                         / messages,
                     )
@@ -166,18 +166,19 @@ def render(results: list[WebsocketFigures]) -> str:
         f"target >= {TARGET}{TIMES}):",
         "",
         "  connections  plain msg/s  mixin msg/s  ratio  touches/msg  verdict"
-        "  mixin, 1 s interval  ratio",
+        "  mixin, every message  ratio",
     ]
     for f in results:
         verdict = "met" if f.ratio >= TARGET else "MISSED"
         lines.append(
             f"  {f.connections:>11}  {f.plain:>11.0f}  {f.refreshing:>11.0f}  "
             f"{f.ratio:>4.2f}{TIMES}  {f.touches_per_message:>11.2f}  {verdict:>7}"
-            f"  {f.throttled:>19.0f}  {f.throttled / f.plain:>4.2f}{TIMES}"
+            f"  {f.every_message:>20.0f}  {f.every_message / f.plain:>4.2f}{TIMES}"
         )
     lines += [
         "",
-        "The target is for the default (a touch per message); the last column is",
-        "session_refresh_interval = 1.0, the knob for chatty sockets.",
+        "The target is for the default (a refresh once per renewal period, a minute",
+        "for two-week sessions); the last column is session_refresh_interval = 0,",
+        "a touch on every message.",
     ]
     return "\n".join(lines)
