@@ -438,13 +438,11 @@ def _log_corrupt(session_key: str, what: str) -> None:
     )
 
 
-_ATTR = ord(ATTR_PREFIX)
-_CHUNK = ord(CHUNK_PREFIX)
 _F_CREATED, _F_ACCESSED, _F_IDLE, _F_EXPIRES, _F_USER, _F_BUCKET, _F_RENEWED = (
     name.encode()
     for name in (F_CREATED, F_ACCESSED, F_IDLE, F_EXPIRES, F_USER, F_BUCKET, F_RENEWED)
 )
-_UPPER = range(ord("A"), ord("Z") + 1)
+_KNOWN_HEADS = frozenset(name[:1] for name in KNOWN_NAMES)
 # An idle timeout past 10^10 s (centuries) is one no save writes.
 _MAX_STORED_INACTIVE = 10_000_000_000
 
@@ -471,38 +469,27 @@ def parse_record(
     list a script returns. Fields of other shapes (a later version's) are
     ignored.
     """
-    stored = (
-        fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
-    )
-    attributes: dict[str, bytes] = {}
-    meta: dict[bytes, bytes] = {}
-    encoded = False
-    for raw_name, value in stored.items():
-        kind = raw_name[0] if raw_name else 0
-        if kind == _ATTR:
-            try:
-                attributes[raw_name[1:].decode()] = value
-            except UnicodeDecodeError:
-                security_logger.warning(
-                    "Session data corrupted: undecodable field name in session %s dropped",
-                    _short(session_key),
-                )
-                continue
-        elif kind in _UPPER:
-            name = KNOWN_NAMES.get(raw_name)
-            if name is None:
-                continue  # a later version's
+    if isinstance(fields, dict):
+        stored = fields
+    else:
+        stored = dict(zip(fields[::2], fields[1::2], strict=True))
+    get = stored.get
+    try:
+        attributes = {
+            name[1:].decode(): value for name, value in stored.items() if name[:1] == b"."
+        }
+    except UnicodeDecodeError:
+        attributes = _readable_attributes(session_key, stored)
+    for field_name, name in KNOWN_NAMES.items():
+        value = get(field_name)
+        if value is not None:
             attributes[name] = value
-        elif kind != _CHUNK:
-            meta[raw_name] = value
-            continue
-        else:
-            continue
+    # Metadata is read below, by name; chunks with the values they continue;
+    # any other field is a later version's, ignored.
+    for value in attributes.values():
         if value[:1] < b"\x03":
-            encoded = True
-    if encoded:
-        _decode_values(session_key, attributes, stored)
-    get = meta.get
+            _decode_values(session_key, attributes, stored)
+            break
     try:
         max_inactive = _int(get(_F_IDLE))
         if max_inactive > _MAX_STORED_INACTIVE:
@@ -527,6 +514,22 @@ def parse_record(
     except ValueError:  # UnicodeDecodeError is a ValueError
         _log_corrupt(session_key, "unreadable metadata")
         return CORRUPT
+
+
+def _readable_attributes(session_key: str, stored: dict[bytes, bytes]) -> dict[str, bytes]:
+    """The attributes whose names decode (the others are logged and dropped)."""
+    attributes: dict[str, bytes] = {}
+    for raw_name, value in stored.items():
+        if raw_name[:1] != b".":
+            continue
+        try:
+            attributes[raw_name[1:].decode()] = value
+        except UnicodeDecodeError:
+            security_logger.warning(
+                "Session data corrupted: undecodable field name in session %s dropped",
+                _short(session_key),
+            )
+    return attributes
 
 
 def _decode_values(
@@ -843,15 +846,17 @@ def _log_notes(notes: Sequence[bytes]) -> None:
     for note in notes:
         action, _, name = note.decode().partition(" ")
         if action == "replaced":
-            logger.warning("session store: %s was a key of the wrong type; replaced by a set", name)
+            logger.warning(
+                "session store: %s was a key of the wrong type; replaced by a hash", name
+            )
         else:
             logger.warning("session store: %s is a key of the wrong type; skipped", name)
 
 
 def _member_keys(members: Any, where: str) -> tuple[list[str], int]:
-    """The session keys listed in a set (sorted), and how many members were
-    no session key at all (not text, or not a key's shape): those are
-    dropped, and logged."""
+    """The session keys listed in a bucket (a set) or a user index (the fields
+    of a hash), sorted, and how many entries were no session key at all (not
+    text, or not a key's shape): those are dropped, and logged."""
     found: list[str] = []
     junk = 0
     for member in members:

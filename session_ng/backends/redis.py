@@ -26,6 +26,7 @@ from django.contrib.sessions.backends.base import (
 from django.utils import timezone
 
 from session_ng import migration, repository
+from session_ng.attributes import UNDECODED, LazyAttributes
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
@@ -371,13 +372,40 @@ class SessionStore(SessionBase):
             self._session_key = None
             self._record = None
             return {}
-        data, good = self.decode_attributes(loaded)
-        loaded.attributes = good
         self._record = loaded
-        self._loaded_values = dict(data)
+        # Filled as values are deserialized (see _decode_one).
+        self._loaded_values = {}
         self._exposed = set()
         self._exposed_all = False
-        return data
+        return LazyAttributes(loaded.attributes, self._decode_one)
+
+    def _decode_one(self, name: str) -> Any:
+        """One attribute of the loaded record, deserialized; KeyError (and the
+        raw value forgotten, so no save deletes it) when it cannot be."""
+        record = self._record
+        assert record is not None
+        raw = record.attributes[name]
+        try:
+            value = self.serializer().loads(raw)
+        except Exception:
+            # Dropped from this request only: the stored field is left as
+            # it is (a later save writes it only if the view sets it).
+            what = "could not be decoded"
+        else:
+            if name != USER_KEY or _valid_user_id(value):
+                self._loaded_values[name] = value
+                return value
+            # Django's auth would fail the request on it (its own engines sign
+            # their data; Redis does not): dropped like an undecodable value.
+            what = "is no user id"
+        security_logger.warning(
+            "Session data corrupted: attribute %r of session %s %s",
+            name,
+            record.session_key[:6] + "…",
+            what,
+        )
+        del record.attributes[name]
+        raise KeyError(name)
 
     def decode_attributes(self, record: Record) -> tuple[dict[str, Any], dict[str, bytes]]:
         """(decoded values, the raw values that decoded), undecodable ones dropped."""
@@ -593,8 +621,14 @@ class SessionStore(SessionBase):
         current: dict[str, bytes] = {}
         exposed, exposed_all = self._exposed, self._exposed_all
         dumped_mutable: set[str] = set()
-        for name, value in data.items():
-            if (
+        # Values never deserialized are unchanged: compared without decoding.
+        pairs = (
+            data.raw_items()
+            if baseline is not None and isinstance(data, LazyAttributes)
+            else data.items()
+        )
+        for name, value in pairs:
+            if value is UNDECODED or (
                 name in known
                 and loaded.get(name, _MISSING) is value
                 and (
@@ -633,13 +667,18 @@ class SessionStore(SessionBase):
             baseline.expires_at,
         )
         if (
-            same_expiry
+            baseline is not None
+            and same_expiry
             and not to_set
             and not to_delete
-            and snap.refresh_on_access
             and self.cookie_renewed_at is None
+            and (
+                snap.refresh_on_access
+                or not repository.renewal_due(baseline, now, snap.renewal_period_ms)
+            )
         ):
-            # Nothing to write, and the load renewed the idle timer if due.
+            # Nothing to write, and the idle timer renewed if due (by the
+            # load, or with REFRESH_ON_ACCESS off, by this save when due).
             return None
         period = repository.renewal_period_ms(max_inactive, snap.renewal_period_ms)
         if expires_at is not None:
@@ -736,7 +775,9 @@ class SessionStore(SessionBase):
         for name in plan.to_delete:
             record.attributes.pop(name, None)
         self._record = record
-        self._loaded_values = dict(self._session_cache)
+        cache = self._session_cache
+        pairs = cache.raw_items() if isinstance(cache, LazyAttributes) else cache.items()
+        self._loaded_values = {name: value for name, value in pairs if value is not UNDECODED}
         self._exposed |= self._dumped_mutable
 
     def _expiry_fields(self, data: dict[str, Any]) -> tuple[int, int | None]:
