@@ -552,21 +552,22 @@ class SessionRefreshMixin:
         return str(joined)
 
     def _session_ng_due(self) -> str | None:
-        """The key to refresh now, or None (no session, or refreshed recently)."""
+        """The key to refresh now, or None (no session, or refreshed recently).
+
+        On every message: the interval is worked out at each refresh, not here.
+        """
+        now = time.monotonic()
+        if now < getattr(self, "_session_ng_next", 0.0):
+            return None
         session = self.scope.get("session")
         key = getattr(session, "session_key", None)
         if key is None:
             return None  # an anonymous socket: nothing to keep alive
-        now = time.monotonic()
-        last = getattr(self, "_session_ng_refreshed", None)
-        if last is not None:
-            interval = self.session_refresh_interval
-            if interval is None:
-                interval = conf.WEBSOCKET_REFRESH_INTERVAL
-            if interval is None:
-                period = getattr(session, "renewal_period", None)
-                interval = period() if callable(period) else 0.0
-            if now - last < float(interval):
-                return None
-        self._session_ng_refreshed = now
+        interval = self.session_refresh_interval
+        if interval is None:
+            interval = conf.WEBSOCKET_REFRESH_INTERVAL
+        if interval is None:
+            period = getattr(session, "renewal_period", None)
+            interval = period() if callable(period) else 0.0
+        self._session_ng_next = now + float(interval)
         return str(key)
