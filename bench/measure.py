@@ -71,6 +71,9 @@ class KindFigures:
     micros: float | None
     round_trips: Span
     queries: Span
+    # µs per request of each round, in round order: the rounds of two engines
+    # with the same index ran next to each other (see measure_all).
+    rounds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -243,7 +246,8 @@ def measure_all(
         figures = {}
         for kind, scenario in scenarios(site, user_pks).items():
             micros = statistics.median(rounds[engine][kind]) / 1000 if kind in KINDS else None
-            figures[kind] = KindFigures(micros, *count_requests(scenario))
+            per_round = tuple(r / 1000 for r in rounds[engine][kind]) if kind in KINDS else ()
+            figures[kind] = KindFigures(micros, *count_requests(scenario), per_round)
         lost = lost_writes(site)
         size = bytes_per_session(site, redis_url, user_pks) if engine.redis else None
         results[engine] = EngineFigures(figures, lost, size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,8 +40,20 @@ class Target:
     check: Callable[[Results], tuple[str, bool | None]]
 
 
+def paired_ratio(figures: EngineFigures, reference: EngineFigures, kind: str) -> float:
+    """The median, over rounds, of the ratio of the two engines' times in
+    the same round. The rounds of two engines run next to each other, so a
+    machine that is slower for a while (a busy neighbour, a throttled CPU)
+    slows both sides of a ratio alike, where it would move one median of
+    times and not the other."""
+    ours, base = figures.kinds[kind].rounds, reference.kinds[kind].rounds
+    if not ours or len(ours) != len(base):
+        return known(figures.kinds[kind].micros) / known(reference.kinds[kind].micros)
+    return statistics.median(a / b for a, b in zip(ours, base, strict=True))
+
+
 def _ratio(results: Results, kind: str) -> float:
-    return known(results[OURS].kinds[kind].micros) / known(results[CACHE].kinds[kind].micros)
+    return paired_ratio(results[OURS], results[CACHE], kind)
 
 
 def _time_target(kind: str, limit: float) -> Target:
@@ -92,8 +105,7 @@ def _cells(engine: Engine, figures: EngineFigures, reference: EngineFigures) -> 
     cells = [engine.label]
     for kind in KINDS:
         micros = known(figures.kinds[kind].micros)
-        base = known(reference.kinds[kind].micros)
-        cells.append(f"{micros:.0f} ({times(micros / base)})")
+        cells.append(f"{micros:.0f} ({times(paired_ratio(figures, reference, kind))})")
     cells.append("/".join(str(figures.kinds[k].round_trips) for k in COUNTED))
     if engine.sql:
         cells.append("/".join(str(figures.kinds[k].queries) for k in COUNTED))
@@ -161,7 +173,8 @@ def environment(redis_url: str) -> str:
 def render(results: Results, env: str) -> str:
     return "\n".join(
         [
-            f"Ratios (x.xx{TIMES}) are against {CACHE.label}. µs: median per request.",
+            f"µs: median per request over the rounds. Ratios (x.xx{TIMES}) are against "
+            f"{CACHE.label}: the median of the two engines' ratios in each round.",
             f"Round trips and SQL queries per request: {COUNTED_LEGEND} = "
             "new/read/write/login/untouched.",
             "",
