@@ -19,6 +19,12 @@ UNDECODED: Any = object()
 _MISSING: Any = object()
 
 
+def raw_items(data: dict[str, Any]) -> Iterable[tuple[str, Any]]:
+    """``data``'s (name, value) pairs without deserializing anything: for
+    LazyAttributes, UNDECODED stands for the values not read yet."""
+    return data.raw_items() if isinstance(data, LazyAttributes) else data.items()
+
+
 class LazyAttributes(dict[str, Any]):
     """``decode(name)`` returns an attribute's value, or raises KeyError to drop it."""
 

@@ -277,7 +277,7 @@ class Settings:
                 )
             )
         period = self.RENEWAL_PERIOD
-        if period is not None and not (_seconds(period) and period <= MAX_RENEWAL_PERIOD):
+        if period is not None and not _period(period):
             found.append(
                 Problem(
                     "session_ng.E018",
@@ -313,11 +313,14 @@ def _seconds(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
 
 
+def _period(value: Any) -> bool:
+    """A RENEWAL_PERIOD that check E018 accepts (None aside)."""
+    return _seconds(value) and value <= MAX_RENEWAL_PERIOD
+
+
 def _period_ms(value: Any) -> int | None:
     # Bad values are reported by check E018; until then they mean the default.
-    if value is None or not _seconds(value) or value > MAX_RENEWAL_PERIOD:
-        return None
-    return int(value * 1000)
+    return int(value * 1000) if value is not None and _period(value) else None
 
 
 conf = Settings()

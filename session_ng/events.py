@@ -386,7 +386,7 @@ def _event(session_key: str, record: Record | repository.Corrupt | None) -> dict
     if isinstance(record, Record):
         from session_ng.backends.redis import SessionStore
 
-        data = SessionStore().decode_attributes(record)[0]
+        data = SessionStore().decode_attributes(record)
     return {"session_key": session_key, "user_id": user_id, "data": data}
 
 

@@ -590,6 +590,19 @@ def renewal_period_ms(max_inactive: int, setting_ms: int | None = None) -> int:
 MAX_RENEWAL_PERIOD_MS = 60_000
 
 
+def life_ms(
+    max_inactive: int, expires_at: int | None, now: int, setting_ms: int | None
+) -> int | None:
+    """How long a session saved at ``now`` lives (ms), or None if it never
+    ends: to its absolute expiry, or its idle timeout plus one renewal period
+    (what save.lua gives the shadow key)."""
+    if expires_at is not None:
+        return expires_at - now
+    if max_inactive < 0:
+        return None
+    return max_inactive * 1000 + renewal_period_ms(max_inactive, setting_ms)
+
+
 def ends_at(record: Record, period_ms: int) -> int | None:
     """When ``record``'s session ends (epoch ms), or None if it never does.
 
@@ -627,8 +640,9 @@ def load(
     With ``refresh``, a session whose last renewal is a renewal period old
     (``period_ms``: RENEWAL_PERIOD, None for the default) is renewed in a
     second round trip (the touch script): once per period, not per read. A
-    renewal that Redis refuses (full, a read-only replica) is logged and does
-    not fail the read: the session has a period of life left at least.
+    renewal that Redis refuses (a read-only replica, too few replicas, gone)
+    is logged and does not fail the read: the session is alive by the clock,
+    and the next read tries the renewal again.
 
     ``others`` are a browser's other aliases' keys: the cookie can drop dead
     ones on this very response.

@@ -7,6 +7,7 @@ attributes whose serialized value changed), none when nothing changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ from django.contrib.sessions.backends.base import (
 from django.utils import timezone
 
 from session_ng import migration, repository
-from session_ng.attributes import UNDECODED, LazyAttributes
+from session_ng.attributes import UNDECODED, LazyAttributes, raw_items
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
@@ -83,6 +84,30 @@ def normal_expiry(expiry: Any, aware: bool | None = None) -> Any:
             return timezone.make_naive(expiry, timezone.get_default_timezone())
         return expiry
     return None
+
+
+def _decoded(serializer: Any, record: Record, name: str) -> Any:
+    """One stored attribute of ``record``, deserialized; KeyError (logged)
+    when it cannot be, or when it is ``_auth_user_id`` and no user id."""
+    try:
+        value = serializer.loads(record.attributes[name])
+    except Exception:
+        # Dropped from this request only: the stored field is left as it is
+        # (a later save writes it only if the view sets it).
+        what = "could not be decoded"
+    else:
+        if name != USER_KEY or _valid_user_id(value):
+            return value
+        # Django's auth would fail the request on it (its own engines sign
+        # their data; Redis does not): dropped like an undecodable value.
+        what = "is no user id"
+    security_logger.warning(
+        "Session data corrupted: attribute %r of session %s %s",
+        name,
+        record.session_key[:6] + "…",
+        what,
+    )
+    raise KeyError(name)
 
 
 def _valid_user_id(value: Any) -> bool:
@@ -295,12 +320,7 @@ class SessionStore(SessionBase):
         max_inactive, expires_at = self._expiry_fields(data)
         user = data.get(USER_KEY)
         setting = conf.snapshot().renewal_period_ms
-        if expires_at is not None:
-            life: int | None = expires_at - now
-        elif max_inactive >= 0:
-            life = max_inactive * 1000 + repository.renewal_period_ms(max_inactive, setting)
-        else:
-            life = None
+        life = repository.life_ms(max_inactive, expires_at, now, setting)
         bucket = None if life is None else repository.bucket_minute(now + min(life, remaining_ms))
         return SavePlan(
             session_key=self.session_key,
@@ -403,57 +423,22 @@ class SessionStore(SessionBase):
         raw value forgotten, so no save deletes it) when it cannot be."""
         record = self._record
         assert record is not None
-        raw = record.attributes[name]
         try:
-            value = self.serializer().loads(raw)
-        except Exception:
-            # Dropped from this request only: the stored field is left as
-            # it is (a later save writes it only if the view sets it).
-            what = "could not be decoded"
-        else:
-            if name != USER_KEY or _valid_user_id(value):
-                self._loaded_values[name] = value
-                return value
-            # Django's auth would fail the request on it (its own engines sign
-            # their data; Redis does not): dropped like an undecodable value.
-            what = "is no user id"
-        security_logger.warning(
-            "Session data corrupted: attribute %r of session %s %s",
-            name,
-            record.session_key[:6] + "…",
-            what,
-        )
-        del record.attributes[name]
-        raise KeyError(name)
+            value = _decoded(self.serializer(), record, name)
+        except KeyError:
+            del record.attributes[name]
+            raise
+        self._loaded_values[name] = value
+        return value
 
-    def decode_attributes(self, record: Record) -> tuple[dict[str, Any], dict[str, bytes]]:
-        """(decoded values, the raw values that decoded), undecodable ones dropped."""
+    def decode_attributes(self, record: Record) -> dict[str, Any]:
+        """Every attribute of ``record``, deserialized; undecodable ones dropped."""
         serializer = self.serializer()
         data: dict[str, Any] = {}
-        good: dict[str, bytes] = {}
-        for name, raw in record.attributes.items():
-            try:
-                data[name] = serializer.loads(raw)
-            except Exception:
-                # Dropped from this request only: the stored field is left as
-                # it is (a later save writes it only if the view sets it).
-                security_logger.warning(
-                    "Session data corrupted: attribute %r of session %s could not be decoded",
-                    name,
-                    record.session_key[:6] + "…",
-                )
-                continue
-            good[name] = raw
-        if USER_KEY in data and not _valid_user_id(data[USER_KEY]):
-            # Django's auth would fail the request on it (its own engines sign
-            # their data; Redis does not): dropped like an undecodable value.
-            security_logger.warning(
-                "Session data corrupted: attribute %r of session %s is no user id",
-                USER_KEY,
-                record.session_key[:6] + "…",
-            )
-            del data[USER_KEY], good[USER_KEY]
-        return data, good
+        for name in record.attributes:
+            with contextlib.suppress(KeyError):  # dropped (and logged)
+                data[name] = _decoded(serializer, record, name)
+        return data
 
     # --- events --------------------------------------------------------------
 
@@ -475,7 +460,7 @@ class SessionStore(SessionBase):
         return {
             "session_key": ended.session_key,
             "user_id": record.user,
-            "data": self.decode_attributes(record)[0],
+            "data": self.decode_attributes(record),
         }
 
     # --- renewal -----------------------------------------------------------------
@@ -641,12 +626,7 @@ class SessionStore(SessionBase):
         exposed, exposed_all = self._exposed, self._exposed_all
         dumped_mutable: set[str] = set()
         # Values never deserialized are unchanged: compared without decoding.
-        pairs = (
-            data.raw_items()
-            if baseline is not None and isinstance(data, LazyAttributes)
-            else data.items()
-        )
-        for name, value in pairs:
+        for name, value in raw_items(data) if baseline is not None else data.items():
             if value is UNDECODED or (
                 name in known
                 and loaded.get(name, _MISSING) is value
@@ -685,27 +665,19 @@ class SessionStore(SessionBase):
             baseline.max_inactive,
             baseline.expires_at,
         )
+        due = baseline is not None and repository.renewal_due(baseline, now, snap.renewal_period_ms)
         if (
-            baseline is not None
-            and same_expiry
+            same_expiry
             and not to_set
             and not to_delete
             and self.cookie_renewed_at is None
-            and (
-                snap.refresh_on_access
-                or not repository.renewal_due(baseline, now, snap.renewal_period_ms)
-            )
+            and (snap.refresh_on_access or not due)
         ):
             # Nothing to write, and the idle timer renewed if due (by the
             # load, or with REFRESH_ON_ACCESS off, by this save when due).
             return None
-        period = repository.renewal_period_ms(max_inactive, snap.renewal_period_ms)
-        if expires_at is not None:
-            bucket: int | None = repository.bucket_minute(expires_at)
-        elif max_inactive >= 0:
-            bucket = repository.bucket_minute(now + max_inactive * 1000 + period)
-        else:
-            bucket = None
+        life = repository.life_ms(max_inactive, expires_at, now, snap.renewal_period_ms)
+        bucket = None if life is None else repository.bucket_minute(now + life)
         return SavePlan(
             session_key=self.session_key,
             create=create,
@@ -739,12 +711,7 @@ class SessionStore(SessionBase):
             stale_chunks=stale_chunks,
             # Attributes only, in a session whose idle timer needs no renewal
             # yet: the TTLs, bucket and user index stay as they are.
-            lean=(
-                same_expiry
-                and baseline is not None
-                and user == baseline.user
-                and not repository.renewal_due(baseline, now, snap.renewal_period_ms)
-            ),
+            lean=same_expiry and baseline is not None and user == baseline.user and not due,
         )
 
     def _unsaved_bookkeeping(self, plan: SavePlan, exc: SessionStoreUnavailable) -> str:
@@ -794,9 +761,9 @@ class SessionStore(SessionBase):
         for name in plan.to_delete:
             record.attributes.pop(name, None)
         self._record = record
-        cache = self._session_cache
-        pairs = cache.raw_items() if isinstance(cache, LazyAttributes) else cache.items()
-        self._loaded_values = {name: value for name, value in pairs if value is not UNDECODED}
+        self._loaded_values = {
+            name: value for name, value in raw_items(self._session_cache) if value is not UNDECODED
+        }
         self._exposed |= self._dumped_mutable
 
     def _expiry_fields(self, data: dict[str, Any]) -> tuple[int, int | None]:
