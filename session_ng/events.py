@@ -127,10 +127,29 @@ def probe_now() -> list[str]:
         pubsub.close()
 
 
+# Entries read per round trip of the consumer group.
+DELIVER_BATCH = 100
+# How long an entry read by a consumer stays unacknowledged before another
+# takes it over (the first died, or is stuck in a receiver): the default of
+# the worker's --redeliver-after.
+REDELIVER_AFTER = 60.0
+
+# Notifications handled together (one publish) when they come in a burst.
+NOTIFICATION_BATCH = 200
+
+
 class Worker:
-    def __init__(self, sweep_interval: float = 2.0, lock_ttl: float = 10.0) -> None:
+    def __init__(
+        self,
+        sweep_interval: float = 2.0,
+        lock_ttl: float = 10.0,
+        redeliver_after: float = REDELIVER_AFTER,
+    ) -> None:
         self.sweep_interval = sweep_interval
         self.lock_ttl_ms = int(lock_ttl * 1000)
+        self.redeliver_after = redeliver_after
+        # The last delivery sent something: deliver again without waiting.
+        self.backlog = False
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.leader = False
         self.reported = 0
@@ -175,12 +194,22 @@ class Worker:
         try:
             pubsub.subscribe(*channels(db))
             self._check_notifications(pubsub, db)
+            repository.run(repository.ensure_group(conf.namespace))
             logger.info("session_ng worker %s listening on db %s", self.id, db)
             next_sweep = 0.0
             while not stop.is_set():
-                message = pubsub.get_message(timeout=min(0.5, self.sweep_interval))
+                wait = 0.0 if self.backlog else min(0.5, self.sweep_interval)
+                message = pubsub.get_message(timeout=wait)
                 if message is not None:
-                    self._on_message(message)
+                    burst = [message]
+                    while len(burst) < NOTIFICATION_BATCH:
+                        message = pubsub.get_message(timeout=0)
+                        if message is None:
+                            break
+                        burst.append(message)
+                    self._on_messages(burst)
+                elif self.backlog:
+                    self._deliver()
                 if time.monotonic() >= next_sweep:
                     self._sweep()
                     next_sweep = time.monotonic() + self.sweep_interval
@@ -199,13 +228,14 @@ class Worker:
         """
         listeners: dict[str, Any] = {}
         configured: set[str] = set()
+        repository.run(repository.ensure_group(conf.namespace))
         try:
             next_sweep = next_layout = 0.0
             while not stop.is_set():
                 if time.monotonic() >= next_layout or not listeners:
                     self._follow_layout(client, listeners, configured)
                     next_layout = time.monotonic() + TOPOLOGY_INTERVAL
-                heard = False
+                burst: list[dict[str, Any]] = []
                 for name, pubsub in list(listeners.items()):
                     try:
                         message = pubsub.get_message(timeout=0)
@@ -219,9 +249,12 @@ class Worker:
                         next_layout = 0.0
                         continue
                     if message is not None:
-                        heard = True
-                        self._on_message(message)
-                if not heard:
+                        burst.append(message)
+                if burst:
+                    self._on_messages(burst)
+                elif self.backlog:
+                    self._deliver()
+                else:
                     stop.wait(0.05)
                 if time.monotonic() >= next_sweep:
                     self._sweep()
@@ -297,7 +330,7 @@ class Worker:
     def _check_notifications(self, pubsub: Any, db: int) -> None:
         if not conf.CONFIGURE_KEYSPACE_NOTIFICATIONS:
             # Managed Redis may forbid CONFIG: find out without it.
-            self._warn_if_missing(probe(pubsub, db, on_other=self._on_message))
+            self._warn_if_missing(probe(pubsub, db, on_other=self._on_other))
             return
         try:
             current = repository.run(repository.notification_flags())
@@ -308,7 +341,7 @@ class Worker:
             # Managed Redis (ElastiCache, Memorystore) or an ACL may refuse
             # CONFIG: say so, and find out whether the events come anyway.
             logger.warning("cannot configure notify-keyspace-events: %s", exc)
-            self._warn_if_missing(probe(pubsub, db, on_other=self._on_message))
+            self._warn_if_missing(probe(pubsub, db, on_other=self._on_other))
 
     @staticmethod
     def _warn_if_missing(missing: list[str]) -> None:
@@ -334,28 +367,59 @@ class Worker:
                 raise
             logger.exception("session_ng worker %s: %s failed; going on", self.id, what)
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        with self._carry_on("an event"):
-            self._handle(message)
+    def _on_other(self, message: dict[str, Any]) -> None:
+        self._on_messages([message])
 
-    def _handle(self, message: dict[str, Any]) -> None:
+    def _on_messages(self, messages: list[dict[str, Any]]) -> None:
+        """Publish the ends these notifications announce, then deliver."""
+        with self._carry_on("an event"):
+            ended: dict[str, list[str]] = {"expired": [], "deleted": []}
+            for message in messages:
+                found = self._ended_by(message)
+                if found is not None:
+                    ended[found[0]].append(found[1])
+            for kind, session_keys in ended.items():
+                if session_keys:
+                    publish_ends(session_keys, kind)
+        self._deliver()
+
+    @staticmethod
+    def _ended_by(message: dict[str, Any]) -> tuple[str, str] | None:
+        """(kind, session key) of the end a notification announces, if any."""
         channel = message["channel"].decode()
         name = message["data"].decode() if isinstance(message["data"], bytes) else ""
         ns = conf.namespace
         if channel.endswith(":expired"):
             key = keys.session_key_from_shadow(ns, name)
-            if key is not None:
-                self.reported += report_end(key, "expired")
-        elif channel.endswith(":del"):
+            return None if key is None else ("expired", key)
+        if channel.endswith(":del"):
             key = keys.session_key_from_hash(ns, name) or keys.session_key_from_shadow(ns, name)
-            if key is not None:
-                self.reported += report_end(key, "deleted")
+            return None if key is None else ("deleted", key)
+        return None
+
+    def _deliver(self, redeliver: bool = False) -> None:
+        """Send what waits in the stream (with ``redeliver``, first what dead
+        consumers left pending); a burst is handled in slices, so that the
+        notifications keep being read."""
+        self.backlog = False
+        with self._carry_on("a delivery"):
+            sent = deliver_ends(
+                self.id,
+                self.redeliver_after if redeliver else None,
+                limit=NOTIFICATION_BATCH,
+            )
+            self.reported += sent
+            # Something was sent: there may be more (a backlog is sent in
+            # slices between reads of the notifications); look again at once.
+            self.backlog = sent > 0
 
     # --- sweeping ------------------------------------------------------------
 
     def _sweep(self) -> None:
         with self._carry_on("a sweep"):
             self._sweep_once()
+        # Every worker delivers, and takes over what a dead one left.
+        self._deliver(redeliver=True)
 
     def _sweep_once(self) -> None:
         ns = conf.namespace
@@ -366,7 +430,8 @@ class Worker:
             )
             self.leader = held
         if held:
-            self.reported += sweep_and_report(touch_current=True)
+            sweep_and_publish(touch_current=True)
+            repository.run(repository.trim_events(ns, int(time.time() * 1000)))
 
     def _release(self) -> None:
         if not self.leader:
@@ -377,17 +442,54 @@ class Worker:
         self.leader = False
 
 
-# --- reporting (the worker's, and clear_expired()'s) ------------------------------
+# --- publishing and delivering ends (the worker's, and clear_expired()'s) ------
 
 
-def _event(session_key: str, record: Record | repository.Corrupt | None) -> dict[str, Any]:
-    user_id = record.user if isinstance(record, Record) else None
+def _store() -> Any:
+    # Imported here: the backend imports this module for clear_expired().
+    from session_ng.backends.redis import SessionStore
+
+    return SessionStore()
+
+
+def entry_fields(
+    kind: str, session_key: str, record: Record | repository.Corrupt | None
+) -> list[str | bytes]:
+    """The fields of an end's stream entry (docs/events.rst, "The event
+    stream"): what the signal will carry, with the data encoded by
+    ``SESSION_SERIALIZER`` (JSON by default), so that services outside Django
+    can read it too."""
     data: dict[str, Any] = {}
+    user = ""
+    store = _store()
     if isinstance(record, Record):
-        from session_ng.backends.redis import SessionStore
+        data = store.decode_attributes(record)
+        user = record.user or ""
+    return [
+        "kind",
+        kind,
+        "session",
+        session_key,
+        "user",
+        user,
+        "data",
+        store.serializer().dumps(data),
+    ]
 
-        data = SessionStore().decode_attributes(record)
-    return {"session_key": session_key, "user_id": user_id, "data": data}
+
+def _event(end: repository.StreamEnd, serializer: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if end.data:
+        try:
+            loaded = serializer.loads(end.data)
+        except Exception:
+            # Published with another SESSION_SERIALIZER, or by someone else.
+            logger.warning(
+                "event %s: data not readable with SESSION_SERIALIZER; sent as {}", end.entry_id
+            )
+        else:
+            data = loaded if isinstance(loaded, dict) else {}
+    return {"session_key": end.session_key, "user_id": end.user, "data": data}
 
 
 def _log_outcome(kind: str, event: dict[str, Any], results: list[tuple[Any, Any]]) -> None:
@@ -406,93 +508,127 @@ def _signal(kind: str) -> Any:
     return session_expired if kind == "expired" else session_deleted
 
 
-def report_end(session_key: str, kind: str) -> bool:
-    """Claim and report one end ("expired" or "deleted"); False if someone
-    else reports it. A receiver that raises is logged, not propagated: the end
-    is claimed, and the other receivers and ends must still be served."""
-    return report_ends([session_key], kind) == 1
+def publish_ends(session_keys: Sequence[str], kind: str) -> int:
+    """Put the ends of ``session_keys`` ("expired" or "deleted") in the event
+    stream, each once however many publish it; how many were appended."""
+    return repository.run(repository.publish_ends(conf.namespace, kind, session_keys, entry_fields))
 
 
-async def areport_end(session_key: str, kind: str) -> bool:
-    return await areport_ends([session_key], kind) == 1
+async def apublish_ends(session_keys: Sequence[str], kind: str) -> int:
+    return await repository.arun(
+        repository.publish_ends(conf.namespace, kind, session_keys, entry_fields)
+    )
 
 
-# Ends claimed per batch of round trips (three, see repository.claim_ends).
-REPORT_BATCH = 200
+def deliver_ends(
+    consumer: str, redeliver_after: float | None = None, limit: int | None = None
+) -> int:
+    """Send the signals of the stream's waiting ends, as ``consumer`` of the
+    group, one at a time, each acknowledged once its receivers ran; how many
+    were sent. With ``redeliver_after``, entries other consumers left
+    unacknowledged for that many seconds are taken over first. Stops after
+    about ``limit`` entries (None: when none is left)."""
+    ns = conf.namespace
+    serializer = _store().serializer()
+    sent = seen = 0
+    modes = [None] if redeliver_after is None else [int(redeliver_after * 1000), None]
+    for reclaim in modes:
+        while limit is None or seen < limit:
+            ends = repository.run(repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim))
+            if not ends:
+                break
+            for end in ends:
+                event = _event(end, serializer)
+                _log_outcome(end.kind, event, _signal(end.kind).send_robust(sender=Worker, **event))
+                # A receiver that raised is logged, not retried: the end was sent.
+                repository.run(repository.ack_end(ns, end.entry_id))
+                sent += 1
+            seen += len(ends)
+    return sent
 
 
-def report_ends(session_keys: Sequence[str], kind: str) -> int:
-    """``report_end`` for many sessions, claimed in batches; how many this
-    process reported."""
-    reported = 0
-    for start in range(0, len(session_keys), REPORT_BATCH):
-        chunk = session_keys[start : start + REPORT_BATCH]
-        records = repository.run(repository.claim_ends(conf.namespace, chunk, kind))
-        for session_key, record in zip(chunk, records, strict=True):
-            if isinstance(record, repository.NotClaimed):
-                continue
-            event = _event(session_key, record)
-            _log_outcome(kind, event, _signal(kind).send_robust(sender=Worker, **event))
-            reported += 1
-    return reported
-
-
-async def areport_ends(session_keys: Sequence[str], kind: str) -> int:
-    reported = 0
-    for start in range(0, len(session_keys), REPORT_BATCH):
-        chunk = session_keys[start : start + REPORT_BATCH]
-        records = await repository.arun(repository.claim_ends(conf.namespace, chunk, kind))
-        for session_key, record in zip(chunk, records, strict=True):
-            if isinstance(record, repository.NotClaimed):
-                continue
-            event = _event(session_key, record)
-            _log_outcome(kind, event, await _signal(kind).asend_robust(sender=Worker, **event))
-            reported += 1
-    return reported
+async def adeliver_ends(
+    consumer: str, redeliver_after: float | None = None, limit: int | None = None
+) -> int:
+    ns = conf.namespace
+    serializer = _store().serializer()
+    sent = seen = 0
+    modes = [None] if redeliver_after is None else [int(redeliver_after * 1000), None]
+    for reclaim in modes:
+        while limit is None or seen < limit:
+            ends = await repository.arun(repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim))
+            if not ends:
+                break
+            for end in ends:
+                event = _event(end, serializer)
+                results = await _signal(end.kind).asend_robust(sender=Worker, **event)
+                _log_outcome(end.kind, event, results)
+                await repository.arun(repository.ack_end(ns, end.entry_id))
+                sent += 1
+            seen += len(ends)
+    return sent
 
 
 def _ended(report: repository.SweepReport) -> list[str]:
     return [e.session_key for e in report.expired] + report.vanished
 
 
-def _log_sweep(report: repository.SweepReport, count: int) -> None:
-    if report.buckets or count or report.refiled:
+def _log_sweep(report: repository.SweepReport, published: int) -> None:
+    if report.buckets or published or report.refiled:
         logger.debug(
             "swept %d buckets: %d ended, %d re-filed, %d dropped",
             report.buckets,
-            count,
+            published,
             report.refiled,
             report.dropped,
         )
 
 
-def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
-    """Sweep the due buckets and report what ended; returns how many ends.
+def sweep_and_publish(now: int | None = None, touch_current: bool = False) -> int:
+    """Sweep the due buckets and publish what ended; returns how many ends
+    were appended to the stream.
 
-    Sessions found ended with their data still there are reported with it;
+    Sessions found ended with their data still there are published with it;
     those found with nothing left (they ended unseen longer ago than the grace
-    period) are reported with no data, unless their end was claimed already
-    (session_ng's own deletes, rotations). ``touch_current`` also looks at the
-    current minute's bucket, so Redis expires its sessions on time.
+    period) without data, unless their end was claimed already (session_ng's
+    own deletes, rotations). ``touch_current`` also looks at the current
+    minute's bucket, so Redis expires its sessions on time.
     """
     ns = conf.namespace
     now = int(time.time() * 1000) if now is None else now
-    report = repository.run(repository.sweep(ns, now))
-    ended = _ended(report)
+    report = repository.run(repository.sweep(ns, now, entry_fields))
+    published = report.published
     if touch_current:
-        ended += repository.run(repository.touch_bucket(ns, repository.bucket_minute(now)))
-    count = report_ends(ended, "expired")
-    _log_sweep(report, count)
-    return count
+        ended = repository.run(repository.touch_bucket(ns, repository.bucket_minute(now)))
+        published += publish_ends(ended, "expired")
+    _log_sweep(report, published)
+    return published
+
+
+async def asweep_and_publish(now: int | None = None, touch_current: bool = False) -> int:
+    ns = conf.namespace
+    now = int(time.time() * 1000) if now is None else now
+    report = await repository.arun(repository.sweep(ns, now, entry_fields))
+    published = report.published
+    if touch_current:
+        ended = await repository.arun(repository.touch_bucket(ns, repository.bucket_minute(now)))
+        published += await apublish_ends(ended, "expired")
+    _log_sweep(report, published)
+    return published
+
+
+def _clearsessions_consumer() -> str:
+    return f"clearsessions:{socket.gethostname()}:{os.getpid()}"
+
+
+def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
+    """What ``clear_expired()`` runs: the sweep, then the delivery of every end
+    waiting in the stream (those it published, those a worker left); returns
+    how many signals were sent."""
+    sweep_and_publish(now, touch_current)
+    return deliver_ends(_clearsessions_consumer(), REDELIVER_AFTER)
 
 
 async def asweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
-    ns = conf.namespace
-    now = int(time.time() * 1000) if now is None else now
-    report = await repository.arun(repository.sweep(ns, now))
-    ended = _ended(report)
-    if touch_current:
-        ended += await repository.arun(repository.touch_bucket(ns, repository.bucket_minute(now)))
-    count = await areport_ends(ended, "expired")
-    _log_sweep(report, count)
-    return count
+    await asweep_and_publish(now, touch_current)
+    return await adeliver_ends(_clearsessions_consumer(), REDELIVER_AFTER)

@@ -64,6 +64,18 @@ def worker_lock(ns: str) -> str:
     return f"{ns}:worker:lock"
 
 
+def event_stream(ns: str) -> str:
+    """The stream of session ends (a Redis Stream): the worker's reports are
+    delivered from it through a consumer group, so none is lost when a worker
+    dies, and services outside Django can read it (docs/events.rst)."""
+    return f"{ns}:events"
+
+
+# The consumer group through which session_ng's workers (and clearsessions)
+# deliver the stream's entries as signals.
+EVENT_GROUP = "session_ng"
+
+
 def expiration_bucket(ns: str, epoch_minute: int) -> str:
     return f"{ns}:expirations:{epoch_minute}"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
@@ -179,6 +179,7 @@ LOCK = Script("lock")
 UNLOCK = Script("unlock")
 INDEX_ADD = Script("index_add")
 RETIRE = Script("retire")
+CLAIM = Script("claim")
 
 
 # --- steps -------------------------------------------------------------------
@@ -1238,6 +1239,8 @@ class SweepReport:
     vanished: list[str] = field(default_factory=list)
     refiled: int = 0
     dropped: int = 0
+    # Ends appended to the event stream (those not claimed already).
+    published: int = 0
 
 
 SWEEP_BATCH = 500
@@ -1247,14 +1250,17 @@ SWEEP_SCAN_MINUTES = 240
 SWEEP_LOOKBACK_MINUTES = BUCKET_KEEP_MS // MINUTE_MS + 1
 
 
-def sweep(ns: str, now: int) -> Operation[SweepReport]:
+def sweep(ns: str, now: int, entry: EntryFields) -> Operation[SweepReport]:
     """Process every expiration bucket that is due.
 
     A bucket lists sessions whose life ended, at the latest, in its minute. Those
-    that are over are reported and leave their user's index; those whose idle
-    timer slid since they were filed move to the bucket they belong in now;
-    those deleted meanwhile are dropped. Safe to run concurrently: every member
-    step is idempotent.
+    that are over are published to the event stream (``entry`` makes their
+    entries) and leave their user's index; those whose idle timer slid since
+    they were filed move to the bucket they belong in now; those deleted
+    meanwhile are dropped. A bucket is deleted only once its ends are in the
+    stream, so a sweep that dies half-way loses none. Safe to run
+    concurrently: every member step is idempotent, and an end is published
+    once (see ``publish_ends``).
     """
     report = SweepReport()
     due = now // MINUTE_MS
@@ -1285,7 +1291,11 @@ def sweep(ns: str, now: int) -> Operation[SweepReport]:
             )
             filled = [minute for minute, exists in zip(span, found, strict=True) if exists]
         for minute in filled:
+            seen = len(report.expired), len(report.vanished)
             yield from _sweep_bucket(ns, now, minute, report)
+            ends = [(e.session_key, e.record) for e in report.expired[seen[0] :]]
+            ends += [(key, None) for key in report.vanished[seen[1] :]]
+            report.published += yield from _publish_found(ns, "expired", ends, entry)
             yield Batch(
                 [
                     Command(("DEL", keys.expiration_bucket(ns, minute))),
@@ -1383,68 +1393,126 @@ def _sweep_bucket(ns: str, now: int, minute: int, report: SweepReport) -> Operat
             _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
 
 
-# --- the worker's operations -------------------------------------------------
+# --- the event stream: ends reported durably -----------------------------------
+#
+# An end the worker (or clearsessions) finds is *published*: appended to the
+# stream, and claimed with the id of its entry (SET NX on the session's claim
+# key, which session_ng's own deletes and Cluster rotations take first). It is
+# then *delivered*: read through the consumer group, sent as a signal, and
+# acknowledged. A worker killed anywhere in between loses nothing:
+#
+# - before its entry is in the stream, the end is still where it was found
+#   (the bucket is deleted only after its ends are published; a notification
+#   missed is caught by the sweep);
+# - after, the entry waits in the stream, or in the dead consumer's pending
+#   list until another consumer reclaims it (XAUTOCLAIM);
+# - a claim that holds the entry's own id means "deliver": a reclaimed entry
+#   is delivered again only if it was in flight (sent, not yet acknowledged).
+#
+# Two publishers of the same end (two workers hearing one notification, a
+# notification and a sweep) append two entries; the claim holds the id of one,
+# and the other is acknowledged unsent. No step needs two slots at once, so
+# Redis Cluster works the same way.
+
+# Entries no consumer group has acknowledged are still trimmed once this old,
+# as long as the buckets are kept: a day of events waits for a stopped worker.
+EVENTS_KEEP_MS = BUCKET_KEEP_MS
+# A consumer of the group that has nothing pending and has not been seen for
+# this long (a worker that stopped) is removed from the group.
+CONSUMER_KEEP_MS = BUCKET_KEEP_MS
+END_KINDS = ("expired", "deleted")
+
+# What an end's stream entry holds (built by events.py, which can decode):
+# (kind, session key, what the session held) -> the entry's fields and values.
+EntryFields = Callable[[str, str, "Record | Corrupt | None"], list[str | bytes]]
 
 
-class NotClaimed:
-    """Someone else reports this end (or already did)."""
+def claim_ms(kind: str, record: Record | Corrupt | None) -> int:
+    """How long an end's claim lasts.
 
-
-NOT_CLAIMED = NotClaimed()
-
-
-def claim_end(
-    ns: str, session_key: str, kind: str
-) -> Operation[Record | Corrupt | NotClaimed | None]:
-    """Claim the report of a session's end; on success, read what it held.
-
-    Exactly one caller gets the record (or None if the data is gone): the
-    claim is a SET NX in the session's own slot. A "deleted" end also removes
-    whatever is left of the session, so it cannot come back.
+    Longer than the grace period and than any worker takes to act on a
+    notification; one claim lasts longer: a delete made outside session_ng
+    whose hash was gone (its bucket is unknown), kept until any bucket the
+    session could be filed in has been swept, so the sweep does not take it
+    for an unseen expiry.
     """
-    return (yield from claim_ends(ns, [session_key], kind))[0]
+    if kind == "deleted" and not (isinstance(record, Record) and record.bucket is not None):
+        return BUCKET_KEEP_MS + MAX_LIFE_MS
+    return CLAIM_MS
 
 
-def claim_ends(
-    ns: str, session_keys: Sequence[str], kind: str
-) -> Operation[list[Record | Corrupt | NotClaimed | None]]:
-    """``claim_end`` for several sessions in three round trips in all (the
-    claims, the reads, the clean-up), whatever their number: a sweep that
-    finds many ended sessions reports them without a round trip per step and
-    session. The answers are in the order of ``session_keys``."""
-    claimed = yield Batch(
-        [
-            Command(("SET", keys.session_event(ns, key), kind, "NX", "PX", CLAIM_MS))
-            for key in session_keys
-        ]
-    )
-    answers: list[Record | Corrupt | NotClaimed | None] = [NOT_CLAIMED] * len(session_keys)
-    # By position: a key listed twice is claimed once, by its first listing.
-    ours = [i for i, won in enumerate(claimed) if won]
-    if not ours:
-        return answers
-    reads = [Command(("HGETALL", keys.session_hash(ns, session_keys[i]))) for i in ours]
-    hashes = _skip_wrong_types(reads, (yield Batch(reads, errors_as_values=True)))
-    follow_up: list[Eval | Command] = []
-    for i, fields in zip(ours, hashes, strict=True):
+def publish_ends(
+    ns: str, kind: str, session_keys: Sequence[str], entry: EntryFields
+) -> Operation[int]:
+    """Publish the ends of ``session_keys`` (found by a notification or by
+    looking at a bucket), with what their hashes hold; an end already claimed
+    (session_ng's own delete, another publisher) is left out. Returns how many
+    entries were appended. Three round trips, whatever the number of keys."""
+    unique = list(dict.fromkeys(session_keys))  # a key listed twice: once
+    if not unique:
+        return 0
+    claims = [Command(("EXISTS", keys.session_event(ns, k))) for k in unique]
+    reads = [Command(("HGETALL", keys.session_hash(ns, k))) for k in unique]
+    replies = yield Batch(claims + reads, errors_as_values=True)
+    hashes = _skip_wrong_types(reads, replies[len(unique) :])
+    found: list[tuple[str, Record | Corrupt | None]] = []
+    for session_key, taken, fields in zip(unique, replies[: len(unique)], hashes, strict=True):
+        if isinstance(taken, Exception):
+            raise taken
+        if taken:
+            continue
         record: Record | Corrupt | None
         if fields is None:
-            record = CORRUPT  # a hash of the wrong type: reported without data
+            record = CORRUPT  # a hash of the wrong type: published without data
         else:
-            record = parse_record(session_keys[i], fields) if fields else None
-        answers[i] = record
-        follow_up += _end_follow_up(ns, session_keys[i], kind, record)
-    if follow_up:
-        # The end is claimed: a corrupt index or bucket must not lose its report.
-        _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
-    return answers
+            record = parse_record(session_key, fields) if fields else None
+        found.append((session_key, record))
+    return (yield from _append_ends(ns, kind, found, entry))
+
+
+def _publish_found(
+    ns: str, kind: str, found: Sequence[tuple[str, Record | Corrupt | None]], entry: EntryFields
+) -> Operation[int]:
+    """Publish ends whose records the caller read already (the sweep)."""
+    first: dict[str, Record | Corrupt | None] = {}
+    for session_key, record in found:
+        first.setdefault(session_key, record)  # a key found twice: once
+    unique = list(first.items())
+    if not unique:
+        return 0
+    taken = yield Batch([Command(("EXISTS", keys.session_event(ns, k))) for k, _ in unique])
+    ends = [end for end, claimed in zip(unique, taken, strict=True) if not claimed]
+    return (yield from _append_ends(ns, kind, ends, entry))
+
+
+def _append_ends(
+    ns: str, kind: str, ends: Sequence[tuple[str, Record | Corrupt | None]], entry: EntryFields
+) -> Operation[int]:
+    if not ends:
+        return 0
+    stream = keys.event_stream(ns)
+    # The entries first, then the claims: a claim never names an entry that
+    # is not in the stream (on Cluster they are on different nodes, and a
+    # pipeline to several nodes has no order between them).
+    ids = yield Batch(
+        [Command(("XADD", stream, "*", *entry(kind, k, record))) for k, record in ends]
+    )
+    follow_up: list[Eval | Command] = []
+    for (session_key, record), entry_id in zip(ends, ids, strict=True):
+        claim = keys.session_event(ns, session_key)
+        follow_up.append(Command(("SET", claim, entry_id, "NX", "PX", claim_ms(kind, record))))
+        follow_up += _end_follow_up(ns, session_key, kind, record)
+    # The ends are in the stream: a corrupt index or bucket must not stop the rest.
+    _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
+    return len(ends)
 
 
 def _end_follow_up(
     ns: str, session_key: str, kind: str, record: Record | Corrupt | None
 ) -> list[Eval | Command]:
-    """What a claimed end leaves to clean up: the user's index entry, and for
-    a delete, the bucket entry and whatever is left of the session."""
+    """What a published end leaves to clean up: the user's index entry, and
+    for a delete, the bucket entry and whatever is left of the session (its
+    data is in the stream entry now)."""
     follow_up: list[Eval | Command] = []
     if isinstance(record, Record) and record.user:
         follow_up.append(Command(("HDEL", keys.user_index(ns, record.user), session_key)))
@@ -1453,16 +1521,169 @@ def _end_follow_up(
     if isinstance(record, Record) and record.bucket is not None:
         bucket = keys.expiration_bucket(ns, record.bucket)
         follow_up.append(Command(("SREM", bucket, session_key)))
-    else:
-        # Deleted behind session_ng's back, hash and all: the bucket it sits in
-        # is unknown, so the claim is kept until any bucket it could be in has
-        # been swept, and the sweep will not take it for an unseen expiry.
-        claim = keys.session_event(ns, session_key)
-        follow_up.append(Command(("PEXPIRE", claim, BUCKET_KEEP_MS + MAX_LIFE_MS)))
     follow_up.append(
         Command(("DEL", keys.session_hash(ns, session_key), keys.session_shadow(ns, session_key)))
     )
     return follow_up
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """An entry of the event stream that this consumer is to deliver."""
+
+    entry_id: str
+    kind: str
+    session_key: str
+    user: str | None
+    data: bytes
+
+
+def ensure_group(ns: str) -> Operation[None]:
+    """Create the consumer group (and the stream) if they are not there; a
+    new group starts at the stream's first entry, so nothing published before
+    it existed is missed."""
+    try:
+        yield Command(
+            ("XGROUP", "CREATE", keys.event_stream(ns), keys.EVENT_GROUP, "0", "MKSTREAM")
+        )
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith("BUSYGROUP"):
+            raise
+
+
+def take_ends(
+    ns: str, consumer: str, count: int, reclaim_idle_ms: int | None = None
+) -> Operation[list[StreamEnd]]:
+    """Read up to ``count`` entries for ``consumer`` and return those it is to
+    deliver (their claim holds their id); the others are acknowledged here.
+
+    Without ``reclaim_idle_ms``: entries no consumer has read yet. With it:
+    entries another consumer read and has not acknowledged for that long (it
+    died, or is stuck), taken over.
+    """
+    stream = keys.event_stream(ns)
+    read: tuple[str | int, ...] = (
+        ("XREADGROUP", "GROUP", keys.EVENT_GROUP, consumer, "COUNT", count, "STREAMS", stream, ">")
+        if reclaim_idle_ms is None
+        else (
+            "XAUTOCLAIM",
+            stream,
+            keys.EVENT_GROUP,
+            consumer,
+            reclaim_idle_ms,
+            "0-0",
+            "COUNT",
+            count,
+        )
+    )
+    try:
+        reply = yield Command(read)
+    except redis.exceptions.ResponseError as exc:
+        if not str(exc).startswith("NOGROUP"):
+            raise
+        # The stream was deleted (or never made): make the group and read again.
+        yield from ensure_group(ns)
+        reply = yield Command(read)
+    # XREADGROUP: [[stream, entries]] or nothing; XAUTOCLAIM: [cursor, entries, gone].
+    entries = (reply[0][1] if reply else []) if reclaim_idle_ms is None else reply[1]
+    candidates: list[tuple[str, StreamEnd]] = []
+    unsent: list[str] = []
+    for entry_id, fields in entries:
+        end = _stream_end(_text(entry_id), fields)
+        if end is None:
+            unsent.append(_text(entry_id))
+        else:
+            candidates.append((end.entry_id, end))
+    ours: list[StreamEnd] = []
+    if candidates:
+        claims = yield Batch(
+            [
+                Eval(CLAIM, (keys.session_event(ns, end.session_key),), (entry_id, CLAIM_MS))
+                for entry_id, end in candidates
+            ]
+        )
+        for (entry_id, end), held in zip(candidates, claims, strict=True):
+            # Our own id: claimed by its publisher, or just now (the
+            # publisher died first); if it was delivered before, that delivery
+            # was in flight when its consumer died.
+            if _text(held) == entry_id:
+                ours.append(end)
+            else:
+                unsent.append(entry_id)
+    if unsent:
+        yield Command(("XACK", stream, keys.EVENT_GROUP, *unsent))
+    return ours
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
+
+
+def _stream_end(entry_id: str, fields: dict[bytes, bytes] | None) -> StreamEnd | None:
+    """An entry as published, or None (trimmed meanwhile, or junk that
+    something else appended: logged, and acknowledged unsent)."""
+    if fields is None:
+        return None
+    kind = _text(fields.get(b"kind", b""))
+    session_key = _text(fields.get(b"session", b""))
+    if kind not in END_KINDS or not keys.is_valid_session_key(session_key):
+        logger.warning("session store: event stream entry %s is no session end; skipped", entry_id)
+        return None
+    user = fields.get(b"user") or None
+    return StreamEnd(
+        entry_id, kind, session_key, _text(user) if user else None, fields.get(b"data", b"")
+    )
+
+
+def ack_end(ns: str, entry_id: str) -> Operation[None]:
+    yield Command(("XACK", keys.event_stream(ns), keys.EVENT_GROUP, entry_id))
+
+
+def _stream_id(value: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(value).partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _info(reply: Any) -> dict[str, Any]:
+    """One XINFO record: redis-py parses it into a dict, or leaves the flat
+    list of names and values (a command it has no parser for)."""
+    if isinstance(reply, dict):
+        return {_text(k): v for k, v in reply.items()}
+    return {_text(k): v for k, v in zip(reply[::2], reply[1::2], strict=True)}
+
+
+def trim_events(ns: str, now: int) -> Operation[int]:
+    """Drop the entries every consumer group has acknowledged (and those older
+    than ``EVENTS_KEEP_MS`` whatever the groups did), and the group's consumers
+    that left; returns how many entries went."""
+    stream = keys.event_stream(ns)
+    try:
+        groups = yield Command(("XINFO", "GROUPS", stream))
+    except redis.exceptions.ResponseError as exc:
+        if "no such key" in str(exc).lower():
+            return 0
+        raise
+    floor = (now - EVENTS_KEEP_MS, 0)
+    bound: tuple[int, int] | None = None
+    infos = [_info(group) for group in groups]
+    for info in infos:
+        name, pending = info["name"], int(info["pending"])
+        if pending:
+            summary = yield Command(("XPENDING", stream, name))
+            oldest = _stream_id(summary["min"])
+        else:
+            oldest = _stream_id(info["last-delivered-id"])
+            oldest = (oldest[0], oldest[1] + 1)
+        bound = oldest if bound is None else min(bound, oldest)
+    minid = floor if bound is None else max(bound, floor)
+    trimmed = yield Command(("XTRIM", stream, "MINID", f"{minid[0]}-{minid[1]}"))
+    if not any(_text(info["name"]) == keys.EVENT_GROUP for info in infos):
+        return int(trimmed)
+    consumers = yield Command(("XINFO", "CONSUMERS", stream, keys.EVENT_GROUP))
+    for consumer in map(_info, consumers):
+        if int(consumer["pending"]) == 0 and int(consumer["idle"]) > CONSUMER_KEEP_MS:
+            yield Command(("XGROUP", "DELCONSUMER", stream, keys.EVENT_GROUP, consumer["name"]))
+    return int(trimmed)
 
 
 def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:

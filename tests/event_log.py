@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 from session_ng.signals import session_created, session_deleted, session_expired
@@ -24,6 +25,8 @@ def _writer(kind: str) -> Any:
         )  # fmt: skip
         with open(os.environ["SESSION_NG_EVENT_LOG"], "a") as log:
             log.write(line + "\n")
+        # A slow receiver, for tests that kill a worker while it is sending.
+        time.sleep(float(os.environ.get("SESSION_NG_EVENT_DELAY", "0")))
 
     return write
 

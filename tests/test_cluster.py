@@ -19,7 +19,7 @@ from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from testproject.redis_topologies import RedisClusterSet, command
-from tests.worker_process import events, wait_for_events
+from tests.worker_process import events, wait_for_events, wait_until
 
 NS = "session_ng"
 pytestmark = [pytest.mark.slow, pytest.mark.standalone]
@@ -279,3 +279,26 @@ def test_check_deploy_asks_every_primary_for_its_memory_policy(
         assert [m.id for m in check_memory_policy()] == ["session_ng.W021"]
     finally:
         command(last.port, "CONFIG", "SET", "maxmemory", "0", "maxmemory-policy", "noeviction")
+
+
+def test_a_worker_killed_while_sending_loses_no_end_on_a_cluster(
+    on_cluster: RedisCluster, cluster: RedisClusterSet, start, log: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # The stream lives on one node, each claim in its session's slot: no step
+    # needs two slots at once, so the guarantee is the one of a single server.
+    first = start(cluster.url, cluster=True, event_delay=0.01)
+    made = sessions_on_every_primary(on_cluster, expiry=1)
+    made += [s for _ in range(4) for s in sessions_on_every_primary(on_cluster, expiry=1)]
+    users = {s.session_key for s in made}
+
+    def expired() -> list[str]:
+        return [e["session_key"] for e in events(log) if e["kind"] == "expired"]
+
+    assert wait_until(lambda: len(expired()) >= 5, 30), first.log()
+    first.kill()
+    assert len(expired()) < len(users), "the worker finished before it was killed"
+    second = start(cluster.url, cluster=True, options=("--redeliver-after", "1"))
+    assert wait_until(lambda: set(expired()) >= users, 90), second.log()
+    time.sleep(1.0)
+    assert set(expired()) == users
+    assert len(expired()) - len(users) <= 1

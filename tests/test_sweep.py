@@ -11,6 +11,7 @@ from django.core.management import call_command
 
 from session_ng import keys, repository
 from session_ng.backends.redis import SessionStore, now_ms
+from session_ng.events import entry_fields
 
 NS = "session_ng"
 
@@ -30,7 +31,7 @@ def test_sweep_reports_expired_sessions_and_prunes_the_user_index(r: redis.Redis
     time.sleep(1.05)
     # Sweep as if we were past the minute the short session was filed under.
     bucket = int(r.hget(keys.session_hash(NS, gone.session_key), "b") or 0)  # type: ignore[arg-type]
-    report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
+    report = repository.run(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert [e.session_key for e in report.expired] == [gone.session_key]
     (ended,) = report.expired
     assert isinstance(ended.record, repository.Record)
@@ -49,7 +50,7 @@ def test_a_slid_session_is_refiled_not_expired(r: redis.Redis) -> None:
     old_bucket = int(r.hget(hash_key, "b") or 0)
     # The idle timer slid well past the bucket it was filed under.
     r.pexpire(keys.session_shadow(NS, key), 3_600_000)
-    report = repository.run(repository.sweep(NS, old_bucket * 60000 + 1))
+    report = repository.run(repository.sweep(NS, old_bucket * 60000 + 1, entry_fields))
     assert report.expired == []
     assert report.refiled == 1
     new_bucket = int(r.hget(hash_key, "b") or 0)
@@ -68,7 +69,7 @@ def test_a_deleted_session_leaves_its_bucket_and_junk_is_dropped(r: redis.Redis)
     s.delete()
     assert not r.sismember(keys.expiration_bucket(NS, bucket), key)
     r.sadd(keys.expiration_bucket(NS, bucket), "NOT-A-KEY")
-    report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
+    report = repository.run(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert (report.expired, report.vanished, report.refiled, report.dropped) == ([], [], 0, 1)
     assert r.exists(keys.expiration_bucket(NS, bucket)) == 0
 
@@ -79,7 +80,7 @@ def test_a_member_with_nothing_left_is_reported_as_vanished(r: redis.Redis) -> N
     assert key is not None
     bucket = int(r.hget(keys.session_hash(NS, key), "b") or 0)
     r.delete(keys.session_hash(NS, key), keys.session_shadow(NS, key))  # ended unseen, long ago
-    report = repository.run(repository.sweep(NS, bucket * 60000 + 1))
+    report = repository.run(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert report.vanished == [key]
 
 
@@ -88,13 +89,13 @@ def test_sweep_only_looks_at_due_buckets_and_remembers_where_it_was(r: redis.Red
     hash_key = keys.session_hash(NS, s.session_key)  # type: ignore[arg-type]
     bucket_key = keys.expiration_bucket(NS, int(r.hget(hash_key, "b") or 0))
     now = now_ms()
-    report = repository.run(repository.sweep(NS, now))
+    report = repository.run(repository.sweep(NS, now, entry_fields))
     assert (report.expired, report.refiled) == ([], 0)
     assert report.buckets == repository.SWEEP_LOOKBACK_MINUTES + 1
     assert r.sismember(bucket_key, s.session_key)  # type: ignore[arg-type]
     # The cursor means a second sweep in the same minute has nothing to do.
-    assert repository.run(repository.sweep(NS, now)).buckets == 0
-    assert repository.run(repository.sweep(NS, now + 60_000)).buckets == 1
+    assert repository.run(repository.sweep(NS, now, entry_fields)).buckets == 0
+    assert repository.run(repository.sweep(NS, now + 60_000, entry_fields)).buckets == 1
 
 
 def test_a_first_sweep_finds_a_days_buckets_in_a_few_round_trips(  # type: ignore[no-untyped-def]
@@ -108,13 +109,14 @@ def test_a_first_sweep_finds_a_days_buckets_in_a_few_round_trips(  # type: ignor
     r.delete(keys.session_hash(NS, s.session_key), keys.session_shadow(NS, s.session_key))  # type: ignore[arg-type]
     repository.run(repository.exists(NS, "a" * 32))  # the connection is set up
     roundtrips.reset()
-    report = repository.run(repository.sweep(NS, minute * 60_000 + 1))
+    report = repository.run(repository.sweep(NS, minute * 60_000 + 1, entry_fields))
     minutes = repository.SWEEP_LOOKBACK_MINUTES + 1
     spans = -(-minutes // repository.SWEEP_SCAN_MINUTES)
     # The cursor; per span of minutes, which buckets exist, then the cursor
     # moved to its end; for the one bucket there (the last minute: its removal
-    # moves the cursor too), its members, their scripts, its removal.
-    assert roundtrips.count == 1 + spans + (spans - 1) + 3
+    # moves the cursor too), its members, their scripts, its end published
+    # (the claim looked at, the stream entry, the claim taken), its removal.
+    assert roundtrips.count == 1 + spans + (spans - 1) + 3 + 3
     assert (report.buckets, report.vanished) == (minutes, [s.session_key])
     assert r.get(keys.sweep_cursor(NS)) == str(minute).encode()
     assert not r.exists(keys.expiration_bucket(NS, minute))
@@ -140,7 +142,7 @@ async def test_async_sweep_matches_sync(r: redis.Redis) -> None:
     s = logged_in("6", 1)
     bucket = int(r.hget(keys.session_hash(NS, s.session_key), "b") or 0)  # type: ignore[arg-type]
     await asyncio.sleep(1.05)
-    report = await repository.arun(repository.sweep(NS, bucket * 60000 + 1))
+    report = await repository.arun(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert [e.session_key for e in report.expired] == [s.session_key]
     assert r.exists(keys.user_index(NS, "6")) == 0
 
@@ -167,7 +169,9 @@ def test_clearsessions_reports_what_it_finds(r: redis.Redis) -> None:
     ]  # fmt: skip
 
 
-def test_ends_found_together_are_claimed_together(roundtrips, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+def test_ends_found_together_are_published_and_delivered_together(  # type: ignore[no-untyped-def]
+    roundtrips, r: redis.Redis
+) -> None:
     from session_ng import events
     from session_ng.signals import session_expired
 
@@ -175,23 +179,32 @@ def test_ends_found_together_are_claimed_together(roundtrips, r: redis.Redis) ->
     session_keys = [s.session_key for s in sessions]
     assert all(session_keys)
     time.sleep(1.05)
-    # Another worker already reports the second one.
-    r.set(keys.session_event(NS, session_keys[1]), "expired", px=60_000)
+    # Someone else reports the second one (an older claim).
+    r.set(keys.session_event(NS, session_keys[1]), "deleted", px=60_000)
     heard: list[tuple[str, str | None, dict[str, object]]] = []
 
     def receiver(sender: object, **event: object) -> None:
         heard.append((event["session_key"], event["user_id"], event["data"]))  # type: ignore[arg-type]
 
     session_expired.connect(receiver)
+    # As a running worker has them: the group, and the claim script loaded.
+    repository.run(repository.ensure_group(NS))
+    r.script_load(repository.CLAIM.source)
     try:
         roundtrips.reset()
-        # The last key is listed twice (found in two buckets): reported once.
-        count = events.report_ends([*session_keys, session_keys[4]], "expired")
+        # The last key is listed twice (found in two buckets): published once.
+        assert events.publish_ends([*session_keys, session_keys[4]], "expired") == 4
+        # Claims and hashes read, entries appended, claims and clean-up: one
+        # round trip each for all of them.
+        assert roundtrips.count == 3
+        assert r.xlen(keys.event_stream(NS)) == 4
+        roundtrips.reset()
+        assert events.deliver_ends("test") == 4
     finally:
         session_expired.disconnect(receiver)
-    # Claims, reads, clean-up: one round trip each for all of them.
-    assert roundtrips.count == 3
-    assert count == 4
+    # Read, claims checked, then one acknowledgement per signal sent, and the
+    # read that finds nothing left.
+    assert roundtrips.count == 2 + 4 + 1
     assert heard == [
         (
             key,
@@ -203,7 +216,11 @@ def test_ends_found_together_are_claimed_together(roundtrips, r: redis.Redis) ->
     ]
     for i, key in enumerate(session_keys):
         assert not r.hexists(keys.user_index(NS, str(10 + i)), key) or i == 1
-    # Nothing is left to claim: a second report finds every end taken.
+        # Each claim holds the id of the entry that reported the end.
+        claim = r.get(keys.session_event(NS, key))
+        assert claim == b"deleted" if i == 1 else claim is not None and claim.count(b"-") == 1
+    assert r.xpending(keys.event_stream(NS), keys.EVENT_GROUP)["pending"] == 0
+    # Nothing is left to publish: every end is claimed, in one round trip.
     roundtrips.reset()
-    assert events.report_ends(session_keys, "expired") == 0
+    assert events.publish_ends(session_keys, "expired") == 0
     assert roundtrips.count == 1

@@ -29,6 +29,8 @@ class WorkerProcess:
         lock_ttl: float = 1.5,
         cluster: bool = False,
         sentinels: str = "",
+        options: tuple[str, ...] = (),
+        event_delay: float = 0.0,
     ) -> None:
         WorkerProcess.count += 1
         self.stderr = log.with_name(f"worker-{WorkerProcess.count}.stderr")
@@ -39,13 +41,14 @@ class WorkerProcess:
             "SENTINELS": sentinels,
             "SESSION_NG_EVENT_LOG": str(log),
             "CONFIGURE_NOTIFICATIONS": "1" if configure else "0",
+            "SESSION_NG_EVENT_DELAY": str(event_delay),
         }
         with open(self.stderr, "wb") as stderr:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "manage.py", "session_ng_worker",
                     "--settings=tests.worker_settings",
-                    "--sweep-interval", "0.2", "--lock-ttl", str(lock_ttl),
+                    "--sweep-interval", "0.2", "--lock-ttl", str(lock_ttl), *options,
                 ],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr,
             )  # fmt: skip

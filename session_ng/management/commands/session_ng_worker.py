@@ -1,8 +1,9 @@
 """``manage.py session_ng_worker``: report session ends as signals, and sweep.
 
 Run one or more per deployment (under systemd, supervisord, a Kubernetes
-Deployment ...). Several are safe: each end is reported once, and one at a
-time sweeps. Stops cleanly on SIGTERM and SIGINT.
+Deployment ...). Several are safe: each end is reported once (twice only if
+a worker died while sending it), one at a time sweeps, and each takes over
+the events a dead one left. Stops cleanly on SIGTERM and SIGINT.
 
 Unless ``LOGGING`` already sends the ``session_ng.worker`` logger somewhere,
 the command prints its log on stdout: the start, each event and the stop at
@@ -20,7 +21,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from session_ng.events import Worker, logger
+from session_ng.events import REDELIVER_AFTER, Worker, logger
 
 
 class Command(BaseCommand):
@@ -39,6 +40,16 @@ class Command(BaseCommand):
             default=10.0,
             help="Seconds the sweep lock outlives a worker that died (default 10).",
         )
+        parser.add_argument(
+            "--redeliver-after",
+            type=float,
+            default=REDELIVER_AFTER,
+            help=(
+                "Seconds an event read by a worker may stay unacknowledged before another "
+                f"worker takes it over and sends it (default {REDELIVER_AFTER:g}): longer than "
+                "your slowest receiver takes."
+            ),
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
@@ -48,7 +59,11 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        worker = Worker(sweep_interval=options["sweep_interval"], lock_ttl=options["lock_ttl"])
+        worker = Worker(
+            sweep_interval=options["sweep_interval"],
+            lock_ttl=options["lock_ttl"],
+            redeliver_after=options["redeliver_after"],
+        )
         with self.console_log(int(options["verbosity"])):
             worker.run(stop)
 
