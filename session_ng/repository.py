@@ -1494,9 +1494,14 @@ def _append_ends(
     # The entries first, then the claims: a claim never names an entry that
     # is not in the stream (on Cluster they are on different nodes, and a
     # pipeline to several nodes has no order between them).
-    ids = yield Batch(
-        [Command(("XADD", stream, "*", *entry(kind, k, record))) for k, record in ends]
-    )
+    appends = [Command(("XADD", stream, "*", *entry(kind, k, record))) for k, record in ends]
+    ids = yield Batch(appends, errors_as_values=True)
+    if any(_wrong_type(reply) for reply in ids):
+        yield from _replace_stream(ns)
+        ids = yield Batch(appends)
+    for reply in ids:
+        if isinstance(reply, Exception):
+            raise reply
     follow_up: list[Eval | Command] = []
     for (session_key, record), entry_id in zip(ends, ids, strict=True):
         claim = keys.session_event(ns, session_key)
@@ -1547,8 +1552,20 @@ def ensure_group(ns: str) -> Operation[None]:
             ("XGROUP", "CREATE", keys.event_stream(ns), keys.EVENT_GROUP, "0", "MKSTREAM")
         )
     except redis.exceptions.ResponseError as exc:
-        if not str(exc).startswith("BUSYGROUP"):
+        if _wrong_type(exc):
+            yield from _replace_stream(ns)
+        elif not str(exc).startswith("BUSYGROUP"):
             raise
+
+
+def _replace_stream(ns: str) -> Operation[None]:
+    """The stream's key holds something else (written by hand, a bad
+    restore): nothing of ours is in it, and while it is there no end can be
+    published. Logged, and replaced by an empty stream with the group."""
+    stream = keys.event_stream(ns)
+    logger.warning("session store: event stream %s is a key of the wrong type; replaced", stream)
+    yield Command(("DEL", stream))
+    yield Command(("XGROUP", "CREATE", stream, keys.EVENT_GROUP, "0", "MKSTREAM"))
 
 
 def take_ends(
@@ -1579,6 +1596,9 @@ def take_ends(
     try:
         reply = yield Command(read)
     except redis.exceptions.ResponseError as exc:
+        if _wrong_type(exc):
+            yield from _replace_stream(ns)
+            return []  # nothing of ours was in it
         if not str(exc).startswith("NOGROUP"):
             raise
         # The stream was deleted (or never made): make the group and read again.
@@ -1660,6 +1680,9 @@ def trim_events(ns: str, now: int) -> Operation[int]:
     try:
         groups = yield Command(("XINFO", "GROUPS", stream))
     except redis.exceptions.ResponseError as exc:
+        if _wrong_type(exc):
+            yield from _replace_stream(ns)
+            return 0
         if "no such key" in str(exc).lower():
             return 0
         raise

@@ -129,3 +129,18 @@ def test_a_user_index_of_the_wrong_type_does_not_stop_the_report(
     assert [(e["kind"], e["session_key"], e["user_id"]) for e in found] == [("expired", key, "37")]
     log.unlink()
     still_reports(worker, log, "38")
+
+
+def test_an_event_stream_of_the_wrong_type_is_replaced(
+    start: Callable[..., WorkerProcess], redis_server: Any, log: Path, r: redis.Redis
+) -> None:
+    r.set(keys.event_stream(NS), "junk")
+    worker = start(redis_server.url)
+    worker.wait_for_log("event stream session_ng:events is a key of the wrong type; replaced")
+    still_reports(worker, log, "36")
+    assert r.type(keys.event_stream(NS)) == b"stream"
+    # Set again behind its back, between two ends: the next publish repairs it.
+    r.delete(keys.event_stream(NS))
+    r.set(keys.event_stream(NS), "junk")
+    log.unlink()
+    still_reports(worker, log, "37")
