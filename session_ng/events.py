@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -520,6 +520,29 @@ async def apublish_ends(session_keys: Sequence[str], kind: str) -> int:
     )
 
 
+def _reads(
+    redeliver_after: float | None, limit: int | None
+) -> Generator[tuple[int | None, str], repository.Taken, None]:
+    """The reads of one delivery, as (reclaim idle ms or None, cursor): with
+    ``redeliver_after``, first the entries dead consumers left (through the
+    whole pending list), then the new ones, until none is left or about
+    ``limit`` entries were read. Shared by the sync and the async driver."""
+    seen = 0
+    if redeliver_after is not None:
+        idle_ms, cursor = int(redeliver_after * 1000), "0-0"
+        while limit is None or seen < limit:
+            taken = yield idle_ms, cursor
+            seen += taken.read
+            cursor = taken.cursor or "0-0"
+            if cursor == "0-0":
+                break
+    while limit is None or seen < limit:
+        taken = yield None, ""
+        seen += taken.read
+        if not taken.read:
+            break
+
+
 def deliver_ends(
     consumer: str, redeliver_after: float | None = None, limit: int | None = None
 ) -> int:
@@ -530,21 +553,29 @@ def deliver_ends(
     about ``limit`` entries (None: when none is left)."""
     ns = conf.namespace
     serializer = _store().serializer()
-    sent = seen = 0
-    modes = [None] if redeliver_after is None else [int(redeliver_after * 1000), None]
-    for reclaim in modes:
-        while limit is None or seen < limit:
-            ends = repository.run(repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim))
-            if not ends:
-                break
-            for end in ends:
-                event = _event(end, serializer)
-                _log_outcome(end.kind, event, _signal(end.kind).send_robust(sender=Worker, **event))
-                # A receiver that raised is logged, not retried: the end was sent.
-                repository.run(repository.ack_end(ns, end.entry_id))
-                sent += 1
-            seen += len(ends)
-    return sent
+    sent = 0
+    reads = _reads(redeliver_after, limit)
+    try:
+        reclaim, cursor = next(reads)
+        while True:
+            taken = repository.run(
+                repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
+            )
+            done: str | None = None
+            for end in taken.ends:
+                # Acknowledge the last one sent; send this one if still ours.
+                mine = repository.run(repository.turn(ns, consumer, done, end.entry_id))
+                done = None
+                if mine:
+                    event = _event(end, serializer)
+                    results = _signal(end.kind).send_robust(sender=Worker, **event)
+                    _log_outcome(end.kind, event, results)
+                    done, sent = end.entry_id, sent + 1
+            if done is not None:
+                repository.run(repository.turn(ns, consumer, done, None))
+            reclaim, cursor = reads.send(taken)
+    except StopIteration:
+        return sent
 
 
 async def adeliver_ends(
@@ -552,21 +583,28 @@ async def adeliver_ends(
 ) -> int:
     ns = conf.namespace
     serializer = _store().serializer()
-    sent = seen = 0
-    modes = [None] if redeliver_after is None else [int(redeliver_after * 1000), None]
-    for reclaim in modes:
-        while limit is None or seen < limit:
-            ends = await repository.arun(repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim))
-            if not ends:
-                break
-            for end in ends:
-                event = _event(end, serializer)
-                results = await _signal(end.kind).asend_robust(sender=Worker, **event)
-                _log_outcome(end.kind, event, results)
-                await repository.arun(repository.ack_end(ns, end.entry_id))
-                sent += 1
-            seen += len(ends)
-    return sent
+    sent = 0
+    reads = _reads(redeliver_after, limit)
+    try:
+        reclaim, cursor = next(reads)
+        while True:
+            taken = await repository.arun(
+                repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
+            )
+            done: str | None = None
+            for end in taken.ends:
+                mine = await repository.arun(repository.turn(ns, consumer, done, end.entry_id))
+                done = None
+                if mine:
+                    event = _event(end, serializer)
+                    results = await _signal(end.kind).asend_robust(sender=Worker, **event)
+                    _log_outcome(end.kind, event, results)
+                    done, sent = end.entry_id, sent + 1
+            if done is not None:
+                await repository.arun(repository.turn(ns, consumer, done, None))
+            reclaim, cursor = reads.send(taken)
+    except StopIteration:
+        return sent
 
 
 def _ended(report: repository.SweepReport) -> list[str]:
@@ -617,18 +655,24 @@ async def asweep_and_publish(now: int | None = None, touch_current: bool = False
     return published
 
 
-def _clearsessions_consumer() -> str:
-    return f"clearsessions:{socket.gethostname()}:{os.getpid()}"
+# clearsessions' consumer: one name for every run (a cron would otherwise
+# add a consumer to the group each time).
+CLEARSESSIONS_CONSUMER = "clearsessions"
 
 
 def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
-    """What ``clear_expired()`` runs: the sweep, then the delivery of every end
-    waiting in the stream (those it published, those a worker left); returns
-    how many signals were sent."""
+    """What ``clear_expired()`` runs: the sweep, the delivery of every end
+    waiting in the stream (those it published, those a worker left), and the
+    trim (where no worker runs, nothing else trims); returns how many signals
+    were sent."""
     sweep_and_publish(now, touch_current)
-    return deliver_ends(_clearsessions_consumer(), REDELIVER_AFTER)
+    sent = deliver_ends(CLEARSESSIONS_CONSUMER, REDELIVER_AFTER)
+    repository.run(repository.trim_events(conf.namespace, int(time.time() * 1000)))
+    return sent
 
 
 async def asweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
     await asweep_and_publish(now, touch_current)
-    return await adeliver_ends(_clearsessions_consumer(), REDELIVER_AFTER)
+    sent = await adeliver_ends(CLEARSESSIONS_CONSUMER, REDELIVER_AFTER)
+    await repository.arun(repository.trim_events(conf.namespace, int(time.time() * 1000)))
+    return sent

@@ -180,6 +180,8 @@ UNLOCK = Script("unlock")
 INDEX_ADD = Script("index_add")
 RETIRE = Script("retire")
 CLAIM = Script("claim")
+STREAM_TURN = Script("stream_turn")
+FORGET_CONSUMER = Script("forget_consumer")
 
 
 # --- steps -------------------------------------------------------------------
@@ -1441,6 +1443,32 @@ def claim_ms(kind: str, record: Record | Corrupt | None) -> int:
     return CLAIM_MS
 
 
+def _entry_claim_ms(end: StreamEnd) -> int:
+    """``claim_ms`` for a consumer that claims an entry whose publisher did
+    not (it died first, or the consumer got there first): from what the
+    entry carries, a delete without a user (the hash was gone, or an
+    anonymous session's) gets the long claim."""
+    return BUCKET_KEEP_MS + MAX_LIFE_MS if end.kind == "deleted" and end.user is None else CLAIM_MS
+
+
+def _claimed_by(reply: Any, session_key: str) -> str:
+    """Who holds a claim, from claim.lua's reply (logging a key it replaced)."""
+    held, replaced = reply
+    if replaced:
+        logger.warning(
+            "session store: the claim of session %s was a key of the wrong type; replaced",
+            _short(session_key),
+        )
+    return _text(held)
+
+
+def _unclaimed(replies: Sequence[Any]) -> list[bool]:
+    """From TYPE replies of claim keys: which ends nobody claimed. A key of
+    another type is no claim (claim.lua replaces it): the end is published
+    rather than lost."""
+    return [_text(reply) != "string" for reply in replies]
+
+
 def publish_ends(
     ns: str, kind: str, session_keys: Sequence[str], entry: EntryFields
 ) -> Operation[int]:
@@ -1451,15 +1479,17 @@ def publish_ends(
     unique = list(dict.fromkeys(session_keys))  # a key listed twice: once
     if not unique:
         return 0
-    claims = [Command(("EXISTS", keys.session_event(ns, k))) for k in unique]
+    claims = [Command(("TYPE", keys.session_event(ns, k))) for k in unique]
     reads = [Command(("HGETALL", keys.session_hash(ns, k))) for k in unique]
     replies = yield Batch(claims + reads, errors_as_values=True)
     hashes = _skip_wrong_types(reads, replies[len(unique) :])
+    for reply in replies[: len(unique)]:
+        if isinstance(reply, Exception):
+            raise reply
+    free = _unclaimed(replies[: len(unique)])
     found: list[tuple[str, Record | Corrupt | None]] = []
-    for session_key, taken, fields in zip(unique, replies[: len(unique)], hashes, strict=True):
-        if isinstance(taken, Exception):
-            raise taken
-        if taken:
+    for session_key, unclaimed, fields in zip(unique, free, hashes, strict=True):
+        if not unclaimed:
             continue
         record: Record | Corrupt | None
         if fields is None:
@@ -1480,8 +1510,8 @@ def _publish_found(
     unique = list(first.items())
     if not unique:
         return 0
-    taken = yield Batch([Command(("EXISTS", keys.session_event(ns, k))) for k, _ in unique])
-    ends = [end for end, claimed in zip(unique, taken, strict=True) if not claimed]
+    types = yield Batch([Command(("TYPE", keys.session_event(ns, k))) for k, _ in unique])
+    ends = [end for end, free in zip(unique, _unclaimed(types), strict=True) if free]
     return (yield from _append_ends(ns, kind, ends, entry))
 
 
@@ -1502,13 +1532,18 @@ def _append_ends(
     for reply in ids:
         if isinstance(reply, Exception):
             raise reply
+    claims = [
+        Eval(CLAIM, (keys.session_event(ns, key),), (entry_id, claim_ms(kind, record)))
+        for (key, record), entry_id in zip(ends, ids, strict=True)
+    ]
     follow_up: list[Eval | Command] = []
-    for (session_key, record), entry_id in zip(ends, ids, strict=True):
-        claim = keys.session_event(ns, session_key)
-        follow_up.append(Command(("SET", claim, entry_id, "NX", "PX", claim_ms(kind, record))))
+    for session_key, record in ends:
         follow_up += _end_follow_up(ns, session_key, kind, record)
+    calls = [*claims, *follow_up]
     # The ends are in the stream: a corrupt index or bucket must not stop the rest.
-    _skip_wrong_types(follow_up, (yield Batch(follow_up, errors_as_values=True)))
+    replies = _skip_wrong_types(calls, (yield Batch(calls, errors_as_values=True)))
+    for (session_key, _), reply in zip(ends, replies, strict=False):
+        _claimed_by(reply, session_key)  # logs a claim key it replaced
     return len(ends)
 
 
@@ -1568,71 +1603,104 @@ def _replace_stream(ns: str) -> Operation[None]:
     yield Command(("XGROUP", "CREATE", stream, keys.EVENT_GROUP, "0", "MKSTREAM"))
 
 
+@dataclass(frozen=True)
+class Taken:
+    """What one read of the event stream gave a consumer."""
+
+    # Entries read (sent or not): 0 when there was nothing to read.
+    read: int
+    # Those this consumer is to send, in the stream's order.
+    ends: list[StreamEnd]
+    # XAUTOCLAIM's cursor: where the next look for idle entries starts
+    # ("0-0": the pending list was looked at to its end). None for XREADGROUP.
+    cursor: str | None = None
+
+
 def take_ends(
-    ns: str, consumer: str, count: int, reclaim_idle_ms: int | None = None
-) -> Operation[list[StreamEnd]]:
-    """Read up to ``count`` entries for ``consumer`` and return those it is to
-    deliver (their claim holds their id); the others are acknowledged here.
+    ns: str, consumer: str, count: int, reclaim_idle_ms: int | None = None, cursor: str = "0-0"
+) -> Operation[Taken]:
+    """Read up to ``count`` entries for ``consumer``: those it is to send
+    (their claim holds their id) are returned, the others acknowledged here.
 
     Without ``reclaim_idle_ms``: entries no consumer has read yet. With it:
     entries another consumer read and has not acknowledged for that long (it
-    died, or is stuck), taken over.
+    died, or is stuck), taken over, from ``cursor`` on.
     """
     stream = keys.event_stream(ns)
-    read: tuple[str | int, ...] = (
-        ("XREADGROUP", "GROUP", keys.EVENT_GROUP, consumer, "COUNT", count, "STREAMS", stream, ">")
-        if reclaim_idle_ms is None
-        else (
-            "XAUTOCLAIM",
-            stream,
-            keys.EVENT_GROUP,
-            consumer,
-            reclaim_idle_ms,
-            "0-0",
-            "COUNT",
-            count,
-        )
-    )
+    read: tuple[str | int, ...]
+    if reclaim_idle_ms is None:
+        read = ("XREADGROUP", "GROUP", keys.EVENT_GROUP, consumer, "COUNT", count)
+        read += ("STREAMS", stream, ">")
+    else:
+        read = ("XAUTOCLAIM", stream, keys.EVENT_GROUP, consumer, reclaim_idle_ms, cursor)
+        read += ("COUNT", count)
     try:
         reply = yield Command(read)
     except redis.exceptions.ResponseError as exc:
         if _wrong_type(exc):
             yield from _replace_stream(ns)
-            return []  # nothing of ours was in it
+            return Taken(0, [], None if reclaim_idle_ms is None else "0-0")
         if not str(exc).startswith("NOGROUP"):
             raise
         # The stream was deleted (or never made): make the group and read again.
         yield from ensure_group(ns)
         reply = yield Command(read)
     # XREADGROUP: [[stream, entries]] or nothing; XAUTOCLAIM: [cursor, entries, gone].
-    entries = (reply[0][1] if reply else []) if reclaim_idle_ms is None else reply[1]
-    candidates: list[tuple[str, StreamEnd]] = []
+    if reclaim_idle_ms is None:
+        entries, next_cursor = (reply[0][1] if reply else []), None
+    else:
+        entries, next_cursor = reply[1], _text(reply[0])
+    candidates: list[StreamEnd] = []
     unsent: list[str] = []
     for entry_id, fields in entries:
         end = _stream_end(_text(entry_id), fields)
         if end is None:
             unsent.append(_text(entry_id))
         else:
-            candidates.append((end.entry_id, end))
+            candidates.append(end)
     ours: list[StreamEnd] = []
     if candidates:
-        claims = yield Batch(
-            [
-                Eval(CLAIM, (keys.session_event(ns, end.session_key),), (entry_id, CLAIM_MS))
-                for entry_id, end in candidates
-            ]
-        )
-        for (entry_id, end), held in zip(candidates, claims, strict=True):
+        calls = [
+            Eval(
+                CLAIM,
+                (keys.session_event(ns, end.session_key),),
+                (end.entry_id, _entry_claim_ms(end)),
+            )
+            for end in candidates
+        ]
+        claims = yield Batch(calls, errors_as_values=True)
+        for end, held in zip(candidates, claims, strict=True):
+            if isinstance(held, Exception):
+                # Only what Redis refuses now (claim.lua repairs keys of the
+                # wrong type and may run on a full Redis): the entry stays
+                # pending and is taken over later; the others are sent.
+                logger.warning(
+                    "session store: the end of session %s not sent now: %s",
+                    _short(end.session_key),
+                    str(held)[:300],
+                )
             # Our own id: claimed by its publisher, or just now (the
             # publisher died first); if it was delivered before, that delivery
             # was in flight when its consumer died.
-            if _text(held) == entry_id:
+            elif _claimed_by(held, end.session_key) == end.entry_id:
                 ours.append(end)
             else:
-                unsent.append(entry_id)
+                unsent.append(end.entry_id)
     if unsent:
         yield Command(("XACK", stream, keys.EVENT_GROUP, *unsent))
-    return ours
+    return Taken(len(entries), ours, next_cursor)
+
+
+def turn(ns: str, consumer: str, sent: str | None, next_id: str | None) -> Operation[bool]:
+    """Acknowledge the entry ``sent`` (if any) and tell whether ``next_id``
+    (if any) is still ``consumer``'s to send, resetting its idle time: one
+    round trip between two signals (see stream_turn.lua)."""
+    reply = yield Eval(
+        STREAM_TURN,
+        (keys.event_stream(ns),),
+        (keys.EVENT_GROUP, consumer, sent or "", next_id or ""),
+    )
+    return bool(reply)
 
 
 def _text(value: bytes | str) -> str:
@@ -1653,10 +1721,6 @@ def _stream_end(entry_id: str, fields: dict[bytes, bytes] | None) -> StreamEnd |
     return StreamEnd(
         entry_id, kind, session_key, _text(user) if user else None, fields.get(b"data", b"")
     )
-
-
-def ack_end(ns: str, entry_id: str) -> Operation[None]:
-    yield Command(("XACK", keys.event_stream(ns), keys.EVENT_GROUP, entry_id))
 
 
 def _stream_id(value: bytes | str) -> tuple[int, int]:
@@ -1691,10 +1755,10 @@ def trim_events(ns: str, now: int) -> Operation[int]:
     infos = [_info(group) for group in groups]
     for info in infos:
         name, pending = info["name"], int(info["pending"])
-        if pending:
-            summary = yield Command(("XPENDING", stream, name))
+        summary = (yield Command(("XPENDING", stream, name))) if pending else None
+        if summary and summary["min"] is not None:
             oldest = _stream_id(summary["min"])
-        else:
+        else:  # nothing pending (maybe acknowledged since XINFO looked)
             oldest = _stream_id(info["last-delivered-id"])
             oldest = (oldest[0], oldest[1] + 1)
         bound = oldest if bound is None else min(bound, oldest)
@@ -1705,7 +1769,7 @@ def trim_events(ns: str, now: int) -> Operation[int]:
     consumers = yield Command(("XINFO", "CONSUMERS", stream, keys.EVENT_GROUP))
     for consumer in map(_info, consumers):
         if int(consumer["pending"]) == 0 and int(consumer["idle"]) > CONSUMER_KEEP_MS:
-            yield Command(("XGROUP", "DELCONSUMER", stream, keys.EVENT_GROUP, consumer["name"]))
+            yield Eval(FORGET_CONSUMER, (stream,), (keys.EVENT_GROUP, consumer["name"]))
     return int(trimmed)
 
 

@@ -92,7 +92,7 @@ def test_an_entry_in_flight_at_a_crash_is_sent_again_by_whoever_takes_it_over(
     time.sleep(1.05)
     assert events.publish_ends([key], "expired") == 1
     # A consumer reads it and dies before acknowledging it.
-    ends = repository.run(repository.take_ends(NS, "dead", 10))
+    ends = repository.run(repository.take_ends(NS, "dead", 10)).ends
     assert [e.session_key for e in ends] == [key]
     # Another, not waiting long enough, leaves it alone ...
     assert events.deliver_ends("alive", redeliver_after=60) == 0
@@ -230,3 +230,11 @@ async def test_async_delivery_sends_the_same(heard: Heard, r: redis.Redis) -> No
         ("expired", key, "14", {"_auth_user_id": "14", "note": "a", "_session_expiry": 1})
     ]
     assert r.xpending(STREAM, keys.EVENT_GROUP)["pending"] == 0
+
+
+@pytest.mark.parametrize("seconds", ["0", "600", "-1"])
+def test_redeliver_after_must_stay_within_the_claims_life(seconds: str) -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="must be above 0 and below 600 seconds"):
+        call_command("session_ng_worker", "--redeliver-after", seconds)

@@ -190,6 +190,7 @@ def test_ends_found_together_are_published_and_delivered_together(  # type: igno
     # As a running worker has them: the group, and the claim script loaded.
     repository.run(repository.ensure_group(NS))
     r.script_load(repository.CLAIM.source)
+    r.script_load(repository.STREAM_TURN.source)
     try:
         roundtrips.reset()
         # The last key is listed twice (found in two buckets): published once.
@@ -202,9 +203,10 @@ def test_ends_found_together_are_published_and_delivered_together(  # type: igno
         assert events.deliver_ends("test") == 4
     finally:
         session_expired.disconnect(receiver)
-    # Read, claims checked, then one acknowledgement per signal sent, and the
-    # read that finds nothing left.
-    assert roundtrips.count == 2 + 4 + 1
+    # Read, claims checked, then one turn per signal (the last one's
+    # acknowledgement and this one still ours), the last acknowledgement, and
+    # the read that finds nothing left.
+    assert roundtrips.count == 2 + 4 + 1 + 1
     assert heard == [
         (
             key,

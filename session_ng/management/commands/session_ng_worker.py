@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from session_ng import repository
 from session_ng.events import REDELIVER_AFTER, Worker, logger
 
 
@@ -52,6 +53,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        claim_s = repository.CLAIM_MS / 1000
+        if not 0 < options["redeliver_after"] < claim_s:
+            # Past the claim's life, an end whose duplicate entry was left
+            # pending by a dead worker would be sent again after its twin.
+            raise CommandError(f"--redeliver-after must be above 0 and below {claim_s:g} seconds.")
         stop = threading.Event()
 
         def request_stop(signum: int, frame: object) -> None:
