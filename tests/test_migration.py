@@ -23,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.contrib.sessions.backends.db import SessionStore as DbStore
 from django.contrib.sessions.models import Session
+from django.core import signing
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -580,6 +581,47 @@ def test_progress_is_a_bar_on_a_terminal_and_a_line_per_batch_otherwise() -> Non
         "batch 2: 4 read of 5, 4",
         "batch 3: 5 read of 5, 5",
     ]
+
+
+def test_the_import_verifies_signatures_as_django_does() -> None:
+    """The import's signer computes Django's signatures (with the secret and
+    each fallback) and accepts exactly what Django's engine accepts."""
+    salt = DbStore().key_salt
+    ours = migration.SessionSigner(salt=salt)
+    django_signer = signing.TimestampSigner(salt=salt)
+    for value in ["", "a", "é:ü", "x" * 500, b"bytes:too"]:
+        for key in [None, "other-secret", b"bytes-secret"]:
+            assert ours.signature(value, key) == django_signer.signature(value, key)
+    data = {"cart": CART}
+    assert ours.unsign_object(DbStore().encode(data)) == data
+    forged = signing.dumps(data, key="not-the-secret", salt=salt)
+    with pytest.raises(signing.BadSignature):
+        ours.unsign_object(forged)
+    with pytest.raises(signing.BadSignature):
+        django_signer.unsign_object(forged)
+
+
+def test_bulk_import_reads_sessions_signed_with_a_fallback_key(r: Any) -> None:
+    with override_settings(SECRET_KEY="the-secret-before-rotation"):
+        made = make_old_sessions(DB, 3)
+    with override_settings(SECRET_KEY="the-secret-now"):
+        # Django's own engine reads them as empty sessions: so does the import.
+        assert DbStore(made[0]).load() == {}
+        assert summary(run_import(DB)) == (
+            "0 imported, 0 already in Redis, 0 expired, 3 undecodable, "
+            "0 with keys session_ng does not accept (skipped)"
+        )
+    with override_settings(
+        SECRET_KEY="the-secret-now", SECRET_KEY_FALLBACKS=["the-secret-before-rotation"]
+    ):
+        assert DbStore(made[0]).load()["cart"] == CART
+        assert summary(run_import(DB)) == (
+            "3 imported, 0 already in Redis, 0 expired, 0 undecodable, "
+            "0 with keys session_ng does not accept (skipped)"
+        )
+    assert Session.objects.count() == 0
+    for i, key in enumerate(made):
+        assert r.hget(keys.session_hash(NS, key), ".n") == str(i).encode()
 
 
 def test_import_refuses_what_it_cannot_import() -> None:
