@@ -624,6 +624,33 @@ def test_bulk_import_reads_sessions_signed_with_a_fallback_key(r: Any) -> None:
         assert r.hget(keys.session_hash(NS, key), ".n") == str(i).encode()
 
 
+@pytest.mark.parametrize(
+    ("serializer", "cart"),
+    [
+        (None, b'["tea","cups",{"saucers":2}]'),
+        ("tests.serializers.UpperJSONSerializer", b'["TEA", "CUPS", {"SAUCERS": 2}]'),
+    ],
+)
+def test_bulk_import_stores_what_the_serializer_makes(
+    serializer: str | None, cart: bytes, r: Any
+) -> None:
+    chosen = override_settings(SESSION_SERIALIZER=serializer) if serializer else override_settings()
+    with chosen:
+        [key] = make_old_sessions(DB, 1)
+        Session.objects.filter(session_key=key).update(
+            session_data=DbStore().encode({"cart": CART, "name": "zoë", "n": 0})
+        )
+        assert summary(run_import(DB)).startswith("1 imported, 0 already")
+        fields = r.hgetall(keys.session_hash(NS, key))
+        assert fields[b".cart"] == cart
+        assert fields[b".name"] == (b'"ZO\\U00EB"' if serializer else b'"zo\\u00eb"')
+        assert fields[b".n"] == b"0"
+        # And session_ng reads it back as it was.
+        with new_site(DB):
+            store = SessionStore(key)
+            assert (store["cart"], store["name"], store["n"]) == (CART, "zoë", 0)
+
+
 def test_import_refuses_what_it_cannot_import() -> None:
     with pytest.raises(CommandError, match="signed_cookies keeps its sessions"):
         run_import(SIGNED)
