@@ -143,6 +143,18 @@ class Source:
     def batches(self, size: int) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def raw_batches(self, size: int) -> Iterator[Any]:
+        """``batches`` split in two for an import that runs several processes:
+        this reads (in the importing process), ``decode_batch`` does the rest
+        (in a worker, to which what this yields is pickled). By default the
+        batches are read and decoded here, and workers get them whole."""
+        return self.batches(size)
+
+    def decode_batch(self, raw: Any) -> Batch:
+        """The ``Batch`` of one of ``raw_batches``'s batches."""
+        assert isinstance(raw, Batch)
+        return raw
+
     def remove(self, session_keys: Sequence[str]) -> None:
         for key in session_keys:
             self.forget(key)
@@ -199,6 +211,11 @@ class DbSource(Source):
         return int(self.model.objects.count())
 
     def batches(self, size: int) -> Iterator[Batch]:
+        for rows in self.raw_batches(size):
+            yield self.decode_batch(rows)
+
+    def raw_batches(self, size: int) -> Iterator[Any]:
+        """Lists of rows: (session key, session data, expire date)."""
         # Keyset pagination: rows imported (and deleted) meanwhile do not
         # shift the pages, and a resumed import starts where rows are left.
         after = ""
@@ -211,22 +228,25 @@ class DbSource(Source):
             if not rows:
                 return
             after = rows[-1][0]
-            now = _now()
-            batch = Batch()
-            for key, encoded, expire_date in rows:
-                if not is_valid_session_key(key):
-                    batch.bad_keys += 1
-                    continue
-                remaining = _remaining_ms(expire_date, now)
-                if remaining <= 0:
-                    batch.expired += 1
-                    continue
-                data = self.decode(encoded)
-                if data is None:
-                    batch.undecodable += 1
-                    continue
-                batch.found.append(Found(key, data, remaining))
-            yield batch
+            yield rows
+
+    def decode_batch(self, raw: Any) -> Batch:
+        now = _now()
+        batch = Batch()
+        for key, encoded, expire_date in raw:
+            if not is_valid_session_key(key):
+                batch.bad_keys += 1
+                continue
+            remaining = _remaining_ms(expire_date, now)
+            if remaining <= 0:
+                batch.expired += 1
+                continue
+            data = self.decode(encoded)
+            if data is None:
+                batch.undecodable += 1
+                continue
+            batch.found.append(Found(key, data, remaining))
+        return batch
 
     def remove(self, session_keys: Sequence[str]) -> None:
         if not session_keys:
