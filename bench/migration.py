@@ -1,22 +1,26 @@
-"""``python -m bench.migration [--sessions 50000] [--batch-size 1000] [--rounds 3]``:
-how fast ``manage.py session_ng_import`` moves sessions out of Django's ``db`` engine.
+"""``python -m bench.migration [--sessions 50000] [--batch-size 1000] [--rounds 3]
+[--processes N]``: how fast ``manage.py session_ng_import`` moves sessions out of
+Django's ``db`` engine.
 
 A private ``redis-server`` and a temporary SQLite database, as ``bench`` uses.
 Each round fills the session table with ``--sessions`` logged-in sessions
 (written with the db engine's own encoding, spread over the users and over
 two weeks of remaining life), empties Redis, and times ``importer.import_all``
 (what the command runs, less its progress output) from the first read of the
-table to the last batch removed from it. Prints the rate of each round and
-their median, with the CPU time per session of this process and of
-redis-server (``INFO cpu``) and the load average: on a machine that other
-work keeps busy, the CPU times say what the rate would be without it. Every
-session is checked to be in Redis afterwards.
+table to the last batch removed from it, with the command's default number
+of processes unless ``--processes`` says otherwise. Prints the rate of each
+round and their median, with the CPU time per session of the import (this
+process and its worker processes) and of redis-server (``INFO cpu``) and the
+load average: on a machine that other work keeps busy, the CPU times say what
+the rate would be without it. Every session is checked to be in Redis
+afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -64,10 +68,21 @@ def redis_cpu_seconds(client: Any) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time of this process, and of its children that have ended (the
+    import's worker processes, which it joins before it returns)."""
+    times = []
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        times.append(usage.ru_utime + usage.ru_stime)
+    return times[0], times[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +92,10 @@ def main() -> None:
             import redis
             from django.contrib.sessions.models import Session
 
-            from session_ng.importer import import_all
+            from session_ng.importer import default_processes, import_all
             from session_ng.migration import source_for
+
+            processes = args.processes or default_processes()
 
             client = redis.Redis.from_url(server.url)
             rates = []
@@ -87,11 +104,12 @@ def main() -> None:
                 client.flushall()
                 source = source_for(DB_ENGINE)
                 redis_cpu = redis_cpu_seconds(client)
-                cpu = time.process_time()
+                own_cpu, workers_cpu = cpu_seconds()
                 started = time.perf_counter()
-                progress = import_all(source, batch_size=args.batch_size)
+                progress = import_all(source, batch_size=args.batch_size, processes=processes)
                 elapsed = time.perf_counter() - started
-                cpu = time.process_time() - cpu
+                own_after, workers_after = cpu_seconds()
+                own_cpu, workers_cpu = own_after - own_cpu, workers_after - workers_cpu
                 redis_cpu = redis_cpu_seconds(client) - redis_cpu
                 assert progress.imported == args.sessions, progress
                 assert Session.objects.count() == 0
@@ -103,14 +121,16 @@ def main() -> None:
                 per_session = 1e6 / args.sessions
                 print(
                     f"round {round_number}: {args.sessions:,} sessions in {elapsed:.2f} s, "
-                    f"{rates[-1]:,.0f} sessions/s; CPU per session: this process "
-                    f"{cpu * per_session:.0f} us, redis-server {redis_cpu * per_session:.0f} us; "
+                    f"{rates[-1]:,.0f} sessions/s; CPU per session: the import "
+                    f"{(own_cpu + workers_cpu) * per_session:.0f} us (this process "
+                    f"{own_cpu * per_session:.0f}, workers {workers_cpu * per_session:.0f}), "
+                    f"redis-server {redis_cpu * per_session:.0f} us; "
                     f"load average {os.getloadavg()[0]:.2f}"
                 )
             client.close()
             print(
                 f"median: {statistics.median(rates):,.0f} sessions/s "
-                f"(--batch-size {args.batch_size})"
+                f"(--batch-size {args.batch_size} --processes {processes})"
             )
 
 

@@ -13,6 +13,8 @@ becomes part of a Redis key name.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -26,6 +28,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
+from django.utils.encoding import force_bytes
 
 from session_ng.conf import conf
 from session_ng.keys import is_valid_session_key
@@ -67,6 +70,32 @@ class UnsupportedEngine(Exception):
     pass
 
 
+class SessionSigner(signing.TimestampSigner):
+    """Django's ``TimestampSigner``, which verifies a session's signature
+    exactly as Django's engines do (the same salt, ``SECRET_KEY`` then each of
+    ``SECRET_KEY_FALLBACKS``, the same comparison), with one cost taken out:
+    Django derives the HMAC key from the salt and the secret, and keys an HMAC
+    with it, for every value; here that is done once per secret, and each
+    value's HMAC starts from a copy (the same digest)."""
+
+    def __init__(self, *, salt: str) -> None:
+        super().__init__(salt=salt)
+        self._key_salt = force_bytes(salt + "signer")
+        self._macs: dict[str | bytes, hmac.HMAC] = {}
+
+    def signature(self, value: str | bytes, key: str | bytes | None = None) -> str:
+        key = key or self.key
+        keyed = self._macs.get(key)
+        if keyed is None:
+            # What django.utils.crypto.salted_hmac does with each value.
+            hasher = getattr(hashlib, self.algorithm)
+            derived = hasher(self._key_salt + force_bytes(key)).digest()
+            keyed = self._macs[key] = hmac.new(derived, digestmod=hasher)
+        mac = keyed.copy()
+        mac.update(force_bytes(value))
+        return signing.b64_encode(mac.digest()).decode()
+
+
 def _now() -> datetime:
     return datetime.now(tz=timezone.get_fixed_timezone(0))
 
@@ -91,7 +120,7 @@ class Source:
         self.cookie_age = int(settings.SESSION_COOKIE_AGE)
         # What signing.loads() makes for every call, made once: a bulk
         # import verifies thousands of sessions a second.
-        self.signer = signing.TimestampSigner(salt=self.store.key_salt)
+        self.signer = SessionSigner(salt=self.store.key_salt)
 
     # --- one session (the lazy migration) -------------------------------------
 
@@ -113,6 +142,18 @@ class Source:
 
     def batches(self, size: int) -> Iterator[Batch]:
         raise NotImplementedError
+
+    def raw_batches(self, size: int) -> Iterator[Any]:
+        """``batches`` split in two for an import that runs several processes:
+        this reads (in the importing process), ``decode_batch`` does the rest
+        (in a worker, to which what this yields is pickled). By default the
+        batches are read and decoded here, and workers get them whole."""
+        return self.batches(size)
+
+    def decode_batch(self, raw: Any) -> Batch:
+        """The ``Batch`` of one of ``raw_batches``'s batches."""
+        assert isinstance(raw, Batch)
+        return raw
 
     def remove(self, session_keys: Sequence[str]) -> None:
         for key in session_keys:
@@ -170,6 +211,11 @@ class DbSource(Source):
         return int(self.model.objects.count())
 
     def batches(self, size: int) -> Iterator[Batch]:
+        for rows in self.raw_batches(size):
+            yield self.decode_batch(rows)
+
+    def raw_batches(self, size: int) -> Iterator[Any]:
+        """Lists of rows: (session key, session data, expire date)."""
         # Keyset pagination: rows imported (and deleted) meanwhile do not
         # shift the pages, and a resumed import starts where rows are left.
         after = ""
@@ -182,22 +228,25 @@ class DbSource(Source):
             if not rows:
                 return
             after = rows[-1][0]
-            now = _now()
-            batch = Batch()
-            for key, encoded, expire_date in rows:
-                if not is_valid_session_key(key):
-                    batch.bad_keys += 1
-                    continue
-                remaining = _remaining_ms(expire_date, now)
-                if remaining <= 0:
-                    batch.expired += 1
-                    continue
-                data = self.decode(encoded)
-                if data is None:
-                    batch.undecodable += 1
-                    continue
-                batch.found.append(Found(key, data, remaining))
-            yield batch
+            yield rows
+
+    def decode_batch(self, raw: Any) -> Batch:
+        now = _now()
+        batch = Batch()
+        for key, encoded, expire_date in raw:
+            if not is_valid_session_key(key):
+                batch.bad_keys += 1
+                continue
+            remaining = _remaining_ms(expire_date, now)
+            if remaining <= 0:
+                batch.expired += 1
+                continue
+            data = self.decode(encoded)
+            if data is None:
+                batch.undecodable += 1
+                continue
+            batch.found.append(Found(key, data, remaining))
+        return batch
 
     def remove(self, session_keys: Sequence[str]) -> None:
         if not session_keys:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth import authenticate, login, logout
 from django.contrib.sessions.backends.db import SessionStore as DbStore
 from django.contrib.sessions.models import Session
+from django.core import signing
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -30,8 +32,8 @@ from django.test import Client, override_settings
 from django.urls import path
 from django.utils import timezone
 
-from session_ng import keys, migration, repository
-from session_ng.backends.redis import SessionStore
+from session_ng import importer, keys, migration, repository
+from session_ng.backends.redis import SessionStore, new_session_key
 from session_ng.checks import check_migration
 from session_ng.importer import Progress, import_all
 from session_ng.signals import session_created
@@ -459,16 +461,26 @@ BULK_ENGINES = [
 ]
 
 
+# One process (a writer thread), and forked workers.
+PROCESSES = pytest.mark.parametrize("processes", ["1", "3"])
+
+
+@PROCESSES
 @pytest.mark.parametrize(("engine", "fixtures"), BULK_ENGINES)
 def test_bulk_import(
-    engine: str, fixtures: list[str], alice: Any, r: Any, request: pytest.FixtureRequest
+    engine: str,
+    fixtures: list[str],
+    processes: str,
+    alice: Any,
+    r: Any,
+    request: pytest.FixtureRequest,
 ) -> None:
     for name in fixtures:
         request.getfixturevalue(name)
     client = log_in_on_old_site(engine)
     key = cookie(client)
     others = make_old_sessions(engine, 7)
-    output = run_import(engine, "--batch-size", "3")
+    output = run_import(engine, "--batch-size", "3", "--processes", processes)
     assert summary(output) == (
         "8 imported, 0 already in Redis, 0 expired, 0 undecodable, "
         "0 with keys session_ng does not accept (skipped)"
@@ -482,14 +494,15 @@ def test_bulk_import(
     # The user is still logged in, from Redis.
     assert whoami_on_new_site(client, engine) == {"user": USERNAME, "cart": CART}
     # A re-run imports nothing twice.
-    assert summary(run_import(engine)) == (
+    assert summary(run_import(engine, "--processes", processes)) == (
         "0 imported, 0 already in Redis, 0 expired, 0 undecodable, "
         "0 with keys session_ng does not accept (skipped)"
     )
     assert len(r.keys(f"{NS}:sessions:{{*}}")) == 8
 
 
-def test_bulk_import_counts_what_it_skips(alice: Any, r: Any) -> None:
+@PROCESSES
+def test_bulk_import_counts_what_it_skips(processes: str, alice: Any, r: Any) -> None:
     [live] = make_old_sessions(DB, 1)
     [expired] = make_old_sessions(DB, 1)
     Session.objects.filter(session_key=expired).update(
@@ -502,7 +515,7 @@ def test_bulk_import_counts_what_it_skips(alice: Any, r: Any) -> None:
         Session.objects.create(
             session_key=bad_key, session_data=row.session_data, expire_date=row.expire_date
         )
-    output = run_import(DB, "--batch-size", "2")
+    output = run_import(DB, "--batch-size", "2", "--processes", processes)
     assert summary(output) == (
         "1 imported, 0 already in Redis, 1 expired, 1 undecodable, "
         "4 with keys session_ng does not accept (skipped)"
@@ -512,9 +525,10 @@ def test_bulk_import_counts_what_it_skips(alice: Any, r: Any) -> None:
     assert Session.objects.count() == 6
 
 
-def test_dry_run_writes_and_removes_nothing(r: Any) -> None:
+@PROCESSES
+def test_dry_run_writes_and_removes_nothing(processes: str, r: Any) -> None:
     made = make_old_sessions(DB, 5)
-    assert summary(run_import(DB, "--dry-run")) == (
+    assert summary(run_import(DB, "--dry-run", "--batch-size", "2", "--processes", processes)) == (
         "5 would be imported, 0 already in Redis, 0 expired, 0 undecodable, "
         "0 with keys session_ng does not accept (skipped)"
     )
@@ -559,27 +573,233 @@ def test_an_import_killed_before_the_old_store_was_cleaned_resumes(r: Any) -> No
     assert len(r.keys(f"{NS}:sessions:{{*}}")) == 10
 
 
+def fill_table(count: int) -> list[str]:
+    """``count`` signed-in sessions in the db engine's table, as the db
+    engine encodes them, in one query."""
+    rows = [
+        Session(
+            session_key=new_session_key(),
+            session_data=DbStore().encode({"_auth_user_id": str(i % 5), "cart": CART, "n": i}),
+            expire_date=timezone.now() + timedelta(hours=1),
+        )
+        for i in range(count)
+    ]
+    Session.objects.bulk_create(rows)
+    return [row.session_key for row in rows]
+
+
+def session_hashes(r: Any) -> set[str]:
+    return {k.decode() for k in r.keys(f"{NS}:sessions:{{*}}")}
+
+
+def test_a_parallel_import_imports_each_session_once(r: Any) -> None:
+    made = fill_table(200)
+    *lines, last = run_import(DB, "--batch-size", "7", "--processes", "3").strip().splitlines()
+    assert summary(last) == (
+        "200 imported, 0 already in Redis, 0 expired, 0 undecodable, "
+        "0 with keys session_ng does not accept (skipped)"
+    )
+    assert last.endswith(" sessions/s, 3 processes).")
+    # 29 batches, one progress line each, in order.
+    assert len(lines) == 29
+    assert lines[0].startswith("batch 1: 7 read of 200, ")
+    assert lines[-1].startswith("batch 29: 200 read of 200, 200 imported, ")
+    assert session_hashes(r) == {keys.session_hash(NS, k) for k in made}
+    assert len(r.keys(f"{NS}:sessions:{{*}}:imported")) == 200
+    assert Session.objects.count() == 0
+    for i, key in enumerate(made):
+        assert r.hget(keys.session_hash(NS, key), ".n") == str(i).encode()
+    # Each user's index holds exactly its 40 sessions.
+    for user in range(5):
+        assert set(r.hkeys(keys.user_index(NS, str(user)))) == {
+            k.encode() for i, k in enumerate(made) if i % 5 == user
+        }
+    assert summary(run_import(DB, "--processes", "3")) == (
+        "0 imported, 0 already in Redis, 0 expired, 0 undecodable, "
+        "0 with keys session_ng does not accept (skipped)"
+    )
+
+
+def test_an_interrupted_parallel_import_resumes(r: Any) -> None:
+    made = fill_table(35)
+
+    def interrupt(progress: Progress) -> None:
+        if progress.batches == 2:
+            raise KeyboardInterrupt
+
+    with new_site(DB), pytest.raises(KeyboardInterrupt):
+        import_all(migration.source_for(DB), batch_size=5, on_batch=interrupt, processes=2)
+    # Two batches left the old store. Those handed to a worker after them
+    # were saved in Redis, or dropped if no worker had started them yet:
+    # either way each session is in Redis, in the old store, or both.
+    left = set(Session.objects.values_list("session_key", flat=True))
+    assert len(left) == 25
+    in_redis = session_hashes(r)
+    saved = {k for k in made if keys.session_hash(NS, k) in in_redis}
+    assert len(in_redis) == len(saved)
+    assert set(made) - left <= saved
+    assert left | saved == set(made)
+    assert summary(run_import(DB, "--batch-size", "5", "--processes", "2")) == (
+        f"{35 - len(saved)} imported, {len(saved) - 10} already in Redis, 0 expired, "
+        "0 undecodable, 0 with keys session_ng does not accept (skipped)"
+    )
+    assert Session.objects.count() == 0
+    assert session_hashes(r) == {keys.session_hash(NS, k) for k in made}
+
+
+def test_a_parallel_import_killed_before_the_old_store_was_cleaned_resumes(r: Any) -> None:
+    made = fill_table(10)
+
+    class DiesOnRemove(migration.DbSource):
+        def remove(self, session_keys: Any) -> None:
+            raise KeyboardInterrupt
+
+    with new_site(DB), pytest.raises(KeyboardInterrupt):
+        import_all(DiesOnRemove(DB, DbStore), batch_size=4, processes=2)
+    # Killed removing the first batch, which Redis has.
+    assert Session.objects.count() == 10
+    saved = {k for k in made if keys.session_hash(NS, k) in session_hashes(r)}
+    assert len(saved) >= 4
+    assert summary(run_import(DB, "--batch-size", "4", "--processes", "2")) == (
+        f"{10 - len(saved)} imported, {len(saved)} already in Redis, 0 expired, "
+        "0 undecodable, 0 with keys session_ng does not accept (skipped)"
+    )
+    assert Session.objects.count() == 0
+    assert session_hashes(r) == {keys.session_hash(NS, k) for k in made}
+
+
+def test_a_failing_worker_stops_the_import_and_the_old_store_keeps_its_batch(r: Any) -> None:
+    made = fill_table(12)
+
+    class FailsOnTheSecondBatch(migration.DbSource):
+        def decode_batch(self, raw: Any) -> migration.Batch:
+            if raw[0][0] == sorted(made)[4]:
+                raise RuntimeError("no decoding this batch")
+            return super().decode_batch(raw)
+
+    with new_site(DB), pytest.raises(RuntimeError, match="no decoding this batch"):
+        import_all(FailsOnTheSecondBatch(DB, DbStore), batch_size=4, processes=2)
+    # The first batch was imported and removed; the second never reached
+    # Redis; the third may have (a re-run finds it there).
+    first, second, third = sorted(made)[:4], sorted(made)[4:8], sorted(made)[8:]
+    assert set(Session.objects.values_list("session_key", flat=True)) == {*second, *third}
+    in_redis = session_hashes(r)
+    assert {keys.session_hash(NS, k) for k in first} <= in_redis
+    assert not {keys.session_hash(NS, k) for k in second} & in_redis
+    assert summary(run_import(DB, "--processes", "2")).startswith(
+        f"{12 - len(in_redis)} imported, {len(in_redis) - 4} already in Redis, 0 expired"
+    )
+    assert session_hashes(r) == {keys.session_hash(NS, k) for k in made}
+
+
+def test_the_default_number_of_processes() -> None:
+    assert importer.default_processes() == min(len(os.sched_getaffinity(0)), 4)
+    make_old_sessions(DB, 1)
+    expected = importer.default_processes()
+    assert (
+        run_import(DB, "--dry-run")
+        .strip()
+        .endswith(f" sessions/s, {expected} process{'' if expected == 1 else 'es'}).")
+    )
+
+
 class Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
 
 
-def test_progress_is_a_bar_on_a_terminal_and_a_line_per_batch_otherwise() -> None:
+@PROCESSES
+def test_progress_is_a_bar_on_a_terminal_and_a_line_per_batch_otherwise(processes: str) -> None:
     make_old_sessions(DB, 5)
     out = Terminal()
     with new_site(DB):
-        call_command("session_ng_import", f"--from={DB}", "--batch-size=2", "--dry-run", stdout=out)
+        call_command(
+            "session_ng_import",
+            f"--from={DB}",
+            "--batch-size=2",
+            f"--processes={processes}",
+            "--dry-run",
+            stdout=out,
+        )
     frames = out.getvalue().split("\r")[1:]
     assert len(frames) == 3
     assert frames[0].startswith("[############                  ]  40% 2/5 ")
     assert "/s ETA 0:00:0" in frames[0]
     assert frames[2].startswith(f"[{'#' * 30}] 100% 5/5 ")
-    lines = run_import(DB, "--batch-size", "2", "--dry-run").splitlines()
+    lines = run_import(DB, "--batch-size", "2", "--dry-run", "--processes", processes).splitlines()
     assert [line.split(" imported")[0] for line in lines[:3]] == [
         "batch 1: 2 read of 5, 2",
         "batch 2: 4 read of 5, 4",
         "batch 3: 5 read of 5, 5",
     ]
+
+
+def test_the_import_verifies_signatures_as_django_does() -> None:
+    """The import's signer computes Django's signatures (with the secret and
+    each fallback) and accepts exactly what Django's engine accepts."""
+    salt = DbStore().key_salt
+    ours = migration.SessionSigner(salt=salt)
+    django_signer = signing.TimestampSigner(salt=salt)
+    for value in ["", "a", "é:ü", "x" * 500, b"bytes:too"]:
+        for key in [None, "other-secret", b"bytes-secret"]:
+            assert ours.signature(value, key) == django_signer.signature(value, key)
+    data = {"cart": CART}
+    assert ours.unsign_object(DbStore().encode(data)) == data
+    forged = signing.dumps(data, key="not-the-secret", salt=salt)
+    with pytest.raises(signing.BadSignature):
+        ours.unsign_object(forged)
+    with pytest.raises(signing.BadSignature):
+        django_signer.unsign_object(forged)
+
+
+def test_bulk_import_reads_sessions_signed_with_a_fallback_key(r: Any) -> None:
+    with override_settings(SECRET_KEY="the-secret-before-rotation"):
+        made = make_old_sessions(DB, 3)
+    with override_settings(SECRET_KEY="the-secret-now"):
+        # Django's own engine reads them as empty sessions: so does the import.
+        assert DbStore(made[0]).load() == {}
+        assert summary(run_import(DB)) == (
+            "0 imported, 0 already in Redis, 0 expired, 3 undecodable, "
+            "0 with keys session_ng does not accept (skipped)"
+        )
+    with override_settings(
+        SECRET_KEY="the-secret-now", SECRET_KEY_FALLBACKS=["the-secret-before-rotation"]
+    ):
+        assert DbStore(made[0]).load()["cart"] == CART
+        assert summary(run_import(DB)) == (
+            "3 imported, 0 already in Redis, 0 expired, 0 undecodable, "
+            "0 with keys session_ng does not accept (skipped)"
+        )
+    assert Session.objects.count() == 0
+    for i, key in enumerate(made):
+        assert r.hget(keys.session_hash(NS, key), ".n") == str(i).encode()
+
+
+@pytest.mark.parametrize(
+    ("serializer", "cart"),
+    [
+        (None, b'["tea","cups",{"saucers":2}]'),
+        ("tests.serializers.UpperJSONSerializer", b'["TEA", "CUPS", {"SAUCERS": 2}]'),
+    ],
+)
+def test_bulk_import_stores_what_the_serializer_makes(
+    serializer: str | None, cart: bytes, r: Any
+) -> None:
+    chosen = override_settings(SESSION_SERIALIZER=serializer) if serializer else override_settings()
+    with chosen:
+        [key] = make_old_sessions(DB, 1)
+        Session.objects.filter(session_key=key).update(
+            session_data=DbStore().encode({"cart": CART, "name": "zoë", "n": 0})
+        )
+        assert summary(run_import(DB)).startswith("1 imported, 0 already")
+        fields = r.hgetall(keys.session_hash(NS, key))
+        assert fields[b".cart"] == cart
+        assert fields[b".name"] == (b'"ZO\\U00EB"' if serializer else b'"zo\\u00eb"')
+        assert fields[b".n"] == b"0"
+        # And session_ng reads it back as it was.
+        with new_site(DB):
+            store = SessionStore(key)
+            assert (store["cart"], store["name"], store["n"]) == (CART, "zoë", 0)
 
 
 def test_import_refuses_what_it_cannot_import() -> None:
@@ -591,6 +811,8 @@ def test_import_refuses_what_it_cannot_import() -> None:
         run_import("session_ng.backends.redis")
     with pytest.raises(CommandError, match="--batch-size must be 1 or more"):
         run_import(DB, "--batch-size", "0")
+    with pytest.raises(CommandError, match="--processes must be 1 or more"):
+        run_import(DB, "--processes", "0")
 
 
 # --- the system check -----------------------------------------------------------

@@ -8,6 +8,7 @@ attributes whose serialized value changed), none when nothing changed.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -24,6 +25,7 @@ from django.contrib.sessions.backends.base import (
     SessionBase,
     UpdateError,
 )
+from django.core import signing
 from django.utils import timezone
 
 from session_ng import migration, repository
@@ -150,6 +152,24 @@ _MISSING = object()
 
 def _as_bytes(value: bytes | str) -> bytes:
     return value.encode("latin-1") if isinstance(value, str) else value
+
+
+# json.dumps() given any option builds a new JSONEncoder for each call, and
+# Django's JSONSerializer (the default SESSION_SERIALIZER) gives separators.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _compact_json_dumps(value: Any) -> bytes:
+    # What signing.JSONSerializer().dumps(value) returns, byte for byte.
+    return _compact_json(value).encode("latin-1")
+
+
+def _dumps_of(serializer_class: Any) -> Callable[[Any], bytes]:
+    """``serializer_class().dumps``, as bytes: one serializer for many values."""
+    if serializer_class is signing.JSONSerializer:
+        return _compact_json_dumps
+    dumps = serializer_class().dumps
+    return lambda value: _as_bytes(dumps(value))
 
 
 class SessionStore(SessionBase):
@@ -309,21 +329,44 @@ class SessionStore(SessionBase):
         """The save that imports ``data``, a session of another engine with
         ``remaining_ms`` left to live there, under this store's key: a new
         session whose life is at most that (save.lua makes its fields say so).
-
-        Built directly rather than through ``_plan``, whose change tracking a
-        new session does not need: a bulk import spends its time here.
         """
         assert self.session_key is not None
-        dumps = self.serializer().dumps
-        to_set = {name: _as_bytes(dumps(value)) for name, value in data.items()}
+        period = conf.snapshot().renewal_period_ms
+        return self._import_plan(
+            self.session_key, data, remaining_ms, _dumps_of(self.serializer), period
+        )
+
+    @classmethod
+    def import_plans(cls, sessions: Iterable[tuple[str, dict[str, Any], int]]) -> list[SavePlan]:
+        """``import_plan`` for many (session key, data, remaining ms), with
+        one store, one serializer and one look at the settings: what a bulk
+        import saves in one round trip."""
+        store = cls()
+        dumps = _dumps_of(store.serializer)
+        period = conf.snapshot().renewal_period_ms
+        return [
+            store._import_plan(session_key, data, remaining_ms, dumps, period)
+            for session_key, data, remaining_ms in sessions
+        ]
+
+    def _import_plan(
+        self,
+        session_key: str,
+        data: dict[str, Any],
+        remaining_ms: int,
+        dumps: Callable[[Any], bytes],
+        period: int | None,
+    ) -> SavePlan:
+        # Built directly rather than through ``_plan``, whose change tracking
+        # a new session does not need: a bulk import spends its time here.
+        to_set = {name: dumps(value) for name, value in data.items()}
         now = now_ms()
         max_inactive, expires_at = self._expiry_fields(data)
         user = data.get(USER_KEY)
-        setting = conf.snapshot().renewal_period_ms
-        life = repository.life_ms(max_inactive, expires_at, now, setting)
+        life = repository.life_ms(max_inactive, expires_at, now, period)
         bucket = None if life is None else repository.bucket_minute(now + min(life, remaining_ms))
         return SavePlan(
-            session_key=self.session_key,
+            session_key=session_key,
             create=True,
             now=now,
             max_inactive=max_inactive,
@@ -333,20 +376,9 @@ class SessionStore(SessionBase):
             bucket=bucket,
             user=None if user is None else str(user),
             user_changed=True,
-            period_ms=setting,
+            period_ms=period,
             import_life=remaining_ms,
         )
-
-    @classmethod
-    def import_plans(cls, sessions: Iterable[tuple[str, dict[str, Any], int]]) -> list[SavePlan]:
-        """``import_plan`` for many (session key, data, remaining ms), with
-        one store: what a bulk import saves in one round trip."""
-        store = cls()
-        plans = []
-        for session_key, data, remaining_ms in sessions:
-            store._session_key = session_key
-            plans.append(store.import_plan(data, remaining_ms))
-        return plans
 
     def _imported(self, plan: SavePlan, status: str) -> Record | None:
         """What Redis holds once ``plan`` was tried: the record it wrote, or

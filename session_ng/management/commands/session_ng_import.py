@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from session_ng.importer import Progress, import_all
+from session_ng.importer import Progress, can_fork, default_processes, import_all
 from session_ng.migration import UnsupportedEngine, source_for
 
 BAR_WIDTH = 30
@@ -39,6 +39,16 @@ class Command(BaseCommand):
             help="Sessions per round trip to Redis (default 1000).",
         )
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=None,
+            help=(
+                "Processes that decode the sessions and save them in Redis, forked "
+                "from this one, which reads and cleans the old store (default: one "
+                "per CPU, at most 4; 1 where processes cannot be forked)."
+            ),
+        )
+        parser.add_argument(
             "--dry-run",
             action="store_true",
             help="Read and count the sessions; write nothing, remove nothing.",
@@ -48,6 +58,13 @@ class Command(BaseCommand):
         batch_size = options["batch_size"]
         if batch_size < 1:
             raise CommandError("--batch-size must be 1 or more.")
+        processes = options["processes"]
+        if processes is None:
+            processes = default_processes()
+        if processes < 1:
+            raise CommandError("--processes must be 1 or more.")
+        if processes > 1 and not can_fork():
+            raise CommandError("--processes above 1 needs os.fork(), which this platform lacks.")
         try:
             source = source_for(options["engine"])
             total = source.estimate()
@@ -78,7 +95,11 @@ class Command(BaseCommand):
 
         try:
             progress = import_all(
-                source, batch_size=batch_size, dry_run=options["dry_run"], on_batch=report
+                source,
+                batch_size=batch_size,
+                dry_run=options["dry_run"],
+                on_batch=report,
+                processes=processes,
             )
         except UnsupportedEngine as exc:
             raise CommandError(str(exc)) from exc
@@ -90,5 +111,6 @@ class Command(BaseCommand):
             f"{progress.imported:,} {verb}, {progress.already:,} already in Redis, "
             f"{progress.expired:,} expired, {progress.undecodable:,} undecodable, "
             f"{progress.bad_keys:,} with keys session_ng does not accept (skipped) "
-            f"in {elapsed:.1f} s ({progress.seen / max(elapsed, 1e-9):,.0f} sessions/s)."
+            f"in {elapsed:.1f} s ({progress.seen / max(elapsed, 1e-9):,.0f} sessions/s, "
+            f"{processes} process{'' if processes == 1 else 'es'})."
         )
