@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeGuard
 from urllib.parse import quote, unquote_plus
 
 from session_ng import repository
+from session_ng.backends.redis import SessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import TooManySessions
 from session_ng.keys import is_valid_session_key
@@ -250,16 +251,22 @@ class SessionManager:
             return {}
         # Through the store when it is session_ng's, so an outage is flagged
         # for the middleware's 503 like any other.
-        run = getattr(self.request.session, "_run", repository.run)
-        return self._sort_out(keys, run(repository.peek(conf.namespace, list(keys.values()))))
+        session = self.request.session
+        if isinstance(session, SessionStore):
+            return self._sort_out(keys, session.glance(list(keys.values())))
+        return self._sort_out(
+            keys, repository.run(repository.peek(conf.namespace, list(keys.values())))
+        )
 
     async def aglances(self) -> dict[str, Glance]:
         keys = self.session_keys()
         if not keys:
             return {}
-        arun = getattr(self.request.session, "_arun", repository.arun)
+        session = self.request.session
+        if isinstance(session, SessionStore):
+            return self._sort_out(keys, await session.aglance(list(keys.values())))
         return self._sort_out(
-            keys, await arun(repository.peek(conf.namespace, list(keys.values())))
+            keys, await repository.arun(repository.peek(conf.namespace, list(keys.values())))
         )
 
     def _sort_out(self, keys: dict[str, str], alive: dict[str, Glance]) -> dict[str, Glance]:
@@ -276,7 +283,8 @@ class SessionManager:
         by the store's load, which checks them in the same round trip) or
         ended to make room, and keep at most ``MAX_ALIASES`` (the current
         alias first, then the others in alias order): no cookie names more."""
-        alive = getattr(self.request.session, "companions_alive", None)
+        session = self.request.session
+        alive = session.companions_alive if isinstance(session, SessionStore) else None
         current = self.current_alias
         gone = self._dead | self._evicted
         kept = {

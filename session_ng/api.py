@@ -125,8 +125,7 @@ def get_session(session_key: str) -> SessionStore | None:
     if not is_valid_session_key(session_key):
         return None
     store = SessionStore(session_key)
-    store.touch = False
-    store._session_cache = store.load()
+    store.inspect()
     return store if store.session_key is not None else None
 
 
@@ -134,8 +133,7 @@ async def aget_session(session_key: str) -> SessionStore | None:
     if not is_valid_session_key(session_key):
         return None
     store = SessionStore(session_key)
-    store.touch = False
-    store._session_cache = await store.aload()
+    await store.ainspect()
     return store if store.session_key is not None else None
 
 
@@ -183,6 +181,4 @@ def _to_end(
 def _store_for(record: repository.Record) -> SessionStore:
     """A store that already knows the session's user and bucket (read with the
     index), so deleting it takes one round trip and no fix-up."""
-    store = SessionStore(record.session_key)
-    store._record = record
-    return store
+    return SessionStore.for_record(record)

@@ -91,7 +91,7 @@ class SessionMiddleware:
         if scope.get("type") == "http":
             # The browser's other sessions are checked in the load's round
             # trip, so the cookie this response sets can drop the dead ones.
-            store.companions = [key for other, key in sessions.items() if other != alias]
+            companions = [key for other, key in sessions.items() if other != alias]
             if alias not in sessions:
                 # A session created under this new alias must fit MAX_ALIASES,
                 # as with session_ng's middleware.
@@ -103,12 +103,11 @@ class SessionMiddleware:
                     had_cookie=settings.SESSION_COOKIE_NAME in scope["cookies"],
                 )
                 manager = SessionManager(request, resolution)
-                store.creation_check = manager.check_new_alias
-                store.acreation_check = manager.acheck_new_alias
             else:
                 manager = None
+            store.bind_request(companions, manager)
             send = HttpSessionSaver(scope, store, alias, sessions, send, manager).send
-        store._session_cache = await store.aload()
+        await store.aprefetch()
         return await self.inner(dict(scope, session=store, session_alias=alias), receive, send)
 
 
@@ -187,7 +186,7 @@ class HttpSessionSaver:
         else:
             renew = explicit or renewal_due(store)
             if renew:
-                store.cookie_renewed_at = now_ms()
+                store.renew_cookie()
             try:
                 if explicit:
                     await store.asave()

@@ -166,15 +166,17 @@ class SessionMiddleware(DjangoSessionMiddleware):
             # Maybe a cookie of Django's signed_cookies engine (MIGRATE_FROM).
             session.adopt_signed_cookie(request.COOKIES[settings.SESSION_COOKIE_NAME])
         request.session_manager = manager = SessionManager(request, resolution)  # type: ignore[attr-defined]
-        if resolution.source == resolvers.COOKIE:
-            session.companions = [
-                key for alias, key in resolution.sessions.items() if alias != resolution.alias
-            ]
-        if resolution.source != resolvers.HEADER and resolution.alias not in resolution.sessions:
-            # A session created under this new alias must fit MAX_ALIASES;
-            # the store asks before it writes anything.
-            session.creation_check = manager.check_new_alias
-            session.acreation_check = manager.acheck_new_alias
+        companions = (
+            [key for alias, key in resolution.sessions.items() if alias != resolution.alias]
+            if resolution.source == resolvers.COOKIE
+            else []
+        )
+        # A session created under a new alias must fit MAX_ALIASES; the store
+        # asks the manager before it writes anything.
+        new_alias = (
+            resolution.source != resolvers.HEADER and resolution.alias not in resolution.sessions
+        )
+        session.bind_request(companions, manager if new_alias else None)
         if resolution.header_present:
             # A browser cannot attach this header to a cross-site request
             # (that needs a CORS preflight the site must allow), and the
@@ -202,12 +204,12 @@ class SessionMiddleware(DjangoSessionMiddleware):
         caught the error and answered itself keeps its answer.)"""
         if response.status_code < 500:
             return None
-        session = request.session
-        if getattr(session, "unavailable", None) is not None:
+        session = _own(request.session)
+        failure = None if session is None else session.failure
+        if isinstance(failure, SessionStoreUnavailable):
             return unavailable_response()
-        refused = getattr(session, "refused", None)
-        if refused is not None:
-            return response_for_exception(request, refused)
+        if failure is not None:
+            return response_for_exception(request, failure)
         return None
 
     # --- response ------------------------------------------------------------
@@ -223,9 +225,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         session = request.session
         if plan.save:
             plan.renew = _mark_renewal(session)
+            ours = _own(session)
             try:
-                if isinstance(session, RedisSessionStore):
-                    session.save_changes()  # nothing changed: no round trip
+                if ours is not None:
+                    ours.save_changes()  # nothing changed: no round trip
                 else:
                     session.save()
             except UpdateError:
@@ -247,9 +250,10 @@ class SessionMiddleware(DjangoSessionMiddleware):
         session = request.session
         if plan.save:
             plan.renew = _mark_renewal(session)
+            ours = _own(session)
             try:
-                if isinstance(session, RedisSessionStore):
-                    await session.asave_changes()  # nothing changed: no round trip
+                if ours is not None:
+                    await ours.asave_changes()  # nothing changed: no round trip
                 else:
                     await session.asave()
             except UpdateError:
@@ -263,7 +267,8 @@ class SessionMiddleware(DjangoSessionMiddleware):
             accessed, modified, empty = session.accessed, session.modified, session.is_empty()
         except AttributeError:
             return None
-        if getattr(session, "unavailable", None) is not None:
+        ours = _own(session)
+        if ours is not None and isinstance(ours.failure, SessionStoreUnavailable):
             # Redis failed earlier in this request and the view answered
             # anyway: keep its answer, write nothing, touch no cookie.
             if accessed:
@@ -497,18 +502,27 @@ def renewal_due(session: SessionBase) -> bool:
     """
     if session.modified or settings.SESSION_SAVE_EVERY_REQUEST:
         return True
-    record = getattr(session, "_record", None)
-    renewed = getattr(record, "renewed", None)
-    if record is None or renewed is None:
+    ours = _own(session)
+    last = None if ours is None else ours.last_cookie_renewal()
+    if last is None:
         return True
-    age = record.max_inactive if record.max_inactive > 0 else settings.SESSION_COOKIE_AGE
+    renewed, max_inactive = last
+    age = max_inactive if max_inactive > 0 else settings.SESSION_COOKIE_AGE
     period = max(MIN_RENEWAL_PERIOD_MS, int(age) * 1000 // RENEWAL_SHARE)
     return bool(now_ms() - renewed >= period)
+
+
+def _own(session: SessionBase) -> RedisSessionStore | None:
+    """``session`` if it is session_ng's store (what the middleware uses of
+    it beyond ``SessionBase``), None for another engine's (a view may set
+    ``request.session`` to one)."""
+    return session if isinstance(session, RedisSessionStore) else None
 
 
 def _mark_renewal(session: SessionBase) -> bool:
     """renewal_due(), and if so tell a session_ng store to record it."""
     due = renewal_due(session)
-    if due and isinstance(session, RedisSessionStore):
-        session.cookie_renewed_at = now_ms()
+    ours = _own(session)
+    if due and ours is not None:
+        ours.renew_cookie()
     return due

@@ -282,7 +282,7 @@ def test_lazy_keeps_the_remaining_life(alice: Any, r: Any) -> None:
     )
     with new_site(DB):
         store = SessionStore(key)
-        store.touch = False
+        store.inspect()
         assert store["cart"] == CART
     assert_in_redis(r, key, alice.pk, 100)
 

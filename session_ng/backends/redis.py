@@ -13,9 +13,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -172,6 +172,15 @@ def _dumps_of(serializer_class: Any) -> Callable[[Any], bytes]:
     return lambda value: _as_bytes(dumps(value))
 
 
+class NewSessionCheck(Protocol):
+    """Who must allow a new session under a new alias (session_ng's
+    ``SessionManager``): each method returns, or raises ``TooManySessions``."""
+
+    def check_new_alias(self) -> None: ...
+
+    async def acheck_new_alias(self) -> None: ...
+
+
 class SessionStore(SessionBase):
     if TYPE_CHECKING:  # SessionBase's lazy-loading members, absent from django-stubs
         _session: dict[str, Any]
@@ -188,23 +197,22 @@ class SessionStore(SessionBase):
         # The decoded values as loaded (or last saved): an attribute that is
         # still the very same immutable object need not be serialized again.
         self._loaded_values: dict[str, Any] = {}
-        # Set when Redis could not be reached, wherever the error then went:
-        # session_ng's middleware answers 503 instead of the 500 it became.
-        self.unavailable: SessionStoreUnavailable | None = None
-        # Keys of this browser's other sessions (other aliases), set by the
-        # middleware: checked in the same round trip as the load, so the
+        # Set when Redis could not be reached, or a new session was refused,
+        # wherever the error then went (see failure).
+        self._unavailable: SessionStoreUnavailable | None = None
+        self._refused: TooManySessions | None = None
+        # Keys of this browser's other sessions (other aliases), from
+        # bind_request(): checked in the same round trip as the load, so the
         # cookie can drop dead ones. None until a load has checked them.
-        self.companions: list[str] = []
-        self.companions_alive: set[str] | None = None
+        self._companions: list[str] = []
+        self._companions_alive: set[str] | None = None
         # None: slide the idle timer on load as REFRESH_ON_ACCESS says; False
-        # for code that only looks (session_ng.api.get_session).
-        self.touch: bool | None = None
-        # Set by session_ng's middleware when this request's alias is new: it
-        # says whether another session may be created, or raises
-        # TooManySessions (and is asked before anything is written).
-        self.creation_check: Callable[[], None] | None = None
-        self.acreation_check: Callable[[], Awaitable[None]] | None = None
-        self.refused: TooManySessions | None = None
+        # for code that only looks (see inspect()).
+        self._renew: bool | None = None
+        # From bind_request() when this request's alias is new: it says
+        # whether another session may be created, or raises TooManySessions
+        # (and is asked before anything is written).
+        self._new_session_check: NewSessionCheck | None = None
         # Names of mutable attribute values handed to the caller ([], get(),
         # setdefault()); True once items() or values() handed out them all.
         # Only those can have been changed in place, so only those are
@@ -212,13 +220,93 @@ class SessionStore(SessionBase):
         self._exposed: set[str] = set()
         self._exposed_all = False
         self._dumped_mutable: set[str] = set()
-        # Set by session_ng's middleware when its response sends the cookie:
-        # the next save records it (hash field "renewed"), the baseline of
-        # its renewal rule.
-        self.cookie_renewed_at: int | None = None
+        # Set by renew_cookie() when the response sends the cookie: the next
+        # save records it (hash field "r"), the baseline of its renewal rule.
+        self._cookie_renewed_at: int | None = None
         # A cookie of Django's signed_cookies engine that this store's key
         # was derived from (see adopt_signed_cookie).
         self.migration_cookie: str | None = None
+
+    # --- what a request tells the store, and learns from it -----------------------
+    #
+    # session_ng's middleware and its Channels stack use these; any other
+    # code needs none of them.
+
+    def bind_request(
+        self, companions: Iterable[str] = (), new_session_check: NewSessionCheck | None = None
+    ) -> None:
+        """Tell the store about the browser of the request that uses it.
+
+        ``companions``: the keys of the browser's other sessions (its other
+        aliases), checked in the load's round trip (see ``companions_alive``).
+        ``new_session_check``: for a request under a new alias, asked before a
+        new session is written (a new alias must fit ``MAX_ALIASES``); it
+        raises ``TooManySessions`` to refuse.
+        """
+        self._companions = list(companions)
+        self._new_session_check = new_session_check
+
+    @property
+    def companions_alive(self) -> set[str] | None:
+        """Which of the ``companions`` the load found alive; None until a load
+        has looked (or when there were none)."""
+        return self._companions_alive
+
+    @property
+    def failure(self) -> SessionStoreUnavailable | TooManySessions | None:
+        """Why an operation of this store failed, wherever the exception then
+        went (a template, another middleware): Redis unavailable, or a new
+        session refused. The middleware answers 503 or 400 from it instead of
+        the 500 the exception became."""
+        return self._unavailable or self._refused
+
+    def renew_cookie(self) -> None:
+        """The response sends this session's cookie now: the next save records
+        when (hash field ``r``), the baseline of the cookie renewal rule."""
+        self._cookie_renewed_at = now_ms()
+
+    def last_cookie_renewal(self) -> tuple[int, int] | None:
+        """(when a response last sent this session's cookie, epoch ms; the
+        session's idle timeout in seconds, -1 if it never expires), as stored
+        at the load or the last save; None when not known (no record, or no
+        response has recorded one)."""
+        record = self._record
+        if record is None or record.renewed is None:
+            return None
+        return record.renewed, record.max_inactive
+
+    def inspect(self) -> None:
+        """Load the session now without counting it as activity: its idle timer
+        is not renewed, by this load or by a save of this store that changes
+        nothing (``session_ng.api.get_session``)."""
+        self._renew = False
+        self._session_cache = self.load()
+
+    async def ainspect(self) -> None:
+        self._renew = False
+        self._session_cache = await self.aload()
+
+    def glance(self, session_keys: list[str]) -> dict[str, repository.Glance]:
+        """What a look at these sessions (this browser's) shows, in one round
+        trip; an outage is flagged as the store's own (see ``failure``)."""
+        return self._run(repository.peek(conf.namespace, session_keys))
+
+    async def aglance(self, session_keys: list[str]) -> dict[str, repository.Glance]:
+        return await self._arun(repository.peek(conf.namespace, session_keys))
+
+    @classmethod
+    def for_record(cls, record: Record) -> SessionStore:
+        """A store for a session read elsewhere (a user's index): it knows the
+        session's user and bucket, so deleting it takes one round trip and no
+        fix-up (``session_ng.api.delete_sessions``)."""
+        store = cls(record.session_key)
+        store._record = record
+        return store
+
+    async def aprefetch(self) -> None:
+        """Load the session now, so that code that reads it later, sync or
+        async, needs no I/O (session_ng's Channels stack, in an event loop)."""
+        self._session_cache = await self.aload()
 
     # --- reads that hand out values ---------------------------------------------
 
@@ -268,14 +356,14 @@ class SessionStore(SessionBase):
         try:
             return repository.run(operation)
         except SessionStoreUnavailable as exc:
-            self.unavailable = exc
+            self._unavailable = exc
             raise
 
     async def _arun(self, operation: repository.Operation[R]) -> R:
         try:
             return await repository.arun(operation)
         except SessionStoreUnavailable as exc:
-            self.unavailable = exc
+            self._unavailable = exc
             raise
 
     # --- keys ----------------------------------------------------------------
@@ -430,14 +518,14 @@ class SessionStore(SessionBase):
         self, key: str
     ) -> repository.Operation[tuple[Record | Corrupt | None, set[str]]]:
         snap = conf.snapshot()
-        refresh = snap.refresh_on_access if self.touch is None else self.touch
+        refresh = snap.refresh_on_access if self._renew is None else self._renew
         return repository.load(
-            snap.namespace, key, now_ms(), refresh, self.companions, snap.renewal_period_ms
+            snap.namespace, key, now_ms(), refresh, self._companions, snap.renewal_period_ms
         )
 
     def _accept(self, loaded: Record | Corrupt | None, alive: set[str]) -> dict[str, Any]:
-        if self.companions:
-            self.companions_alive = alive
+        if self._companions:
+            self._companions_alive = alive
         if not isinstance(loaded, Record):
             # Unknown, expired or unreadable: a new session, under a new key.
             self._session_key = None
@@ -522,11 +610,11 @@ class SessionStore(SessionBase):
         return await self._arun(repository.exists(conf.namespace, session_key))
 
     def _check_creation(self) -> None:
-        if self.creation_check is not None:
+        if self._new_session_check is not None:
             try:
-                self.creation_check()
+                self._new_session_check.check_new_alias()
             except TooManySessions as exc:
-                self.refused = exc
+                self._refused = exc
                 raise
 
     def create(self) -> None:
@@ -541,11 +629,11 @@ class SessionStore(SessionBase):
             return
 
     async def _acheck_creation(self) -> None:
-        if self.acreation_check is not None:
+        if self._new_session_check is not None:
             try:
-                await self.acreation_check()
+                await self._new_session_check.acheck_new_alias()
             except TooManySessions as exc:
-                self.refused = exc
+                self._refused = exc
                 raise
 
     async def acreate(self) -> None:
@@ -628,7 +716,7 @@ class SessionStore(SessionBase):
 
     def _confirm_operation(self) -> repository.Operation[bool]:
         assert self.session_key is not None
-        if self.touch is False:
+        if self._renew is False:
             # Code that only looks (api.get_session) does not keep it alive.
             return repository.exists(conf.namespace, self.session_key)
         snap = conf.snapshot()
@@ -702,7 +790,7 @@ class SessionStore(SessionBase):
             same_expiry
             and not to_set
             and not to_delete
-            and self.cookie_renewed_at is None
+            and self._cookie_renewed_at is None
             and (snap.refresh_on_access or not due)
         ):
             # Nothing to write, and the idle timer renewed if due (by the
@@ -738,7 +826,7 @@ class SessionStore(SessionBase):
                     and (user is None) != (baseline.user is None)
                 )
             ),
-            renewed=self.cookie_renewed_at,
+            renewed=self._cookie_renewed_at,
             period_ms=snap.renewal_period_ms,
             stale_chunks=stale_chunks,
             # Attributes only, in a session whose idle timer needs no renewal
@@ -760,8 +848,8 @@ class SessionStore(SessionBase):
             "session store: the renewal of session %s was skipped, Redis refused it",
             plan.session_key[:6] + "…",
         )
-        self.unavailable = None
-        self.cookie_renewed_at = None
+        self._unavailable = None
+        self._cookie_renewed_at = None
         return "skipped"
 
     def _finish(self, plan: SavePlan, status: str) -> None:
@@ -788,7 +876,7 @@ class SessionStore(SessionBase):
             record.bucket = plan.bucket
         if plan.renewed is not None:
             record.renewed = plan.renewed
-            self.cookie_renewed_at = None
+            self._cookie_renewed_at = None
         record.attributes = {**record.attributes, **plan.to_set}
         for name in plan.to_delete:
             record.attributes.pop(name, None)
