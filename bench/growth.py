@@ -256,7 +256,7 @@ def prepare_sweep(size: Size, seed: int) -> DueSweep:
         for j in range(DUE)
     ]
     save_sessions(size.client, due, seed)
-    size.client.set(keys.sweep_cursor(conf.namespace), minute - 1)
+    size.client.set(keys.sweep_cursor(conf.snapshot().namespace), minute - 1)
     # The sweep's clock: in the minute after theirs (so it walks exactly their
     # bucket and the next), and never ahead of Redis's clock, which expires
     # their shadow keys.

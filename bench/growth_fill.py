@@ -110,7 +110,7 @@ def _finish(operation: repository.Operation[str], reply: Any) -> str:
 
 def save_sessions(client: redis.Redis, sessions: Sequence[Session], seed: int) -> list[str]:
     """Write ``sessions`` through ``repository.save``, pipelined; their keys."""
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     grace = repository.GRACE_MS
     rng = random.Random(seed)
     session_keys: list[str] = []
@@ -196,7 +196,7 @@ def memory(client: redis.Redis) -> Memory:
 
 def key_bytes(client: redis.Redis, chunk: int = 10_000) -> dict[str, int]:
     """``MEMORY USAGE key SAMPLES 0`` summed over every key, by kind of key."""
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     kinds = {
         "hash": f"{ns}:sessions:",
         "bucket": f"{ns}:expirations:",

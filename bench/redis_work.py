@@ -117,7 +117,7 @@ def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str
     assert key is not None
 
     def touch() -> None:
-        repository.run(repository.touch(conf.namespace, key, now_ms()))
+        repository.run(repository.touch(conf.snapshot().namespace, key, now_ms()))
 
     for _ in range(WARMUP):
         touch()

@@ -166,7 +166,7 @@ class SessionManager:
         explicitly: without it, the browser's Referer would keep the link on
         the page's own alias.
         """
-        param = conf.ALIAS_PARAM
+        param = conf.snapshot().alias_param
         if not param:
             return url
         target = self.current_alias if alias is None else alias
@@ -176,7 +176,7 @@ class SessionManager:
 
     def names_alias(self, url: str) -> bool:
         """Whether ``url``'s query already has the alias parameter."""
-        param = conf.ALIAS_PARAM
+        param = conf.snapshot().alias_param
         query = url.partition("#")[0].partition("?")[2]
         return bool(param) and any(_name(p) == param for p in query.split("&") if p)
 
@@ -208,7 +208,7 @@ class SessionManager:
     def _room_needed(self, seen: dict[str, Glance] | None) -> list[str] | None:
         """The keys to end so that one more session fits; None when the
         cookie alone shows there is room (``seen`` None: not looked up yet)."""
-        limit = int(conf.MAX_ALIASES)
+        limit = conf.snapshot().max_aliases
         current = self.current_alias
         if seen is None:
             others = [a for a in self.session_keys() if a != current]
@@ -255,7 +255,7 @@ class SessionManager:
         if isinstance(session, SessionStore):
             return self._sort_out(keys, session.glance(list(keys.values())))
         return self._sort_out(
-            keys, repository.run(repository.peek(conf.namespace, list(keys.values())))
+            keys, repository.run(repository.peek(conf.snapshot().namespace, list(keys.values())))
         )
 
     async def aglances(self) -> dict[str, Glance]:
@@ -266,7 +266,8 @@ class SessionManager:
         if isinstance(session, SessionStore):
             return self._sort_out(keys, await session.aglance(list(keys.values())))
         return self._sort_out(
-            keys, await repository.arun(repository.peek(conf.namespace, list(keys.values())))
+            keys,
+            await repository.arun(repository.peek(conf.snapshot().namespace, list(keys.values()))),
         )
 
     def _sort_out(self, keys: dict[str, str], alive: dict[str, Glance]) -> dict[str, Glance]:
@@ -292,7 +293,7 @@ class SessionManager:
             for a, k in sessions.items()
             if a == current or (a not in gone and (alive is None or k in alive))
         }
-        limit = int(conf.MAX_ALIASES)
+        limit = conf.snapshot().max_aliases
         if len(kept) > limit:
             order = sorted((a for a in kept if a != current), key=alias_order)
             allowed = set(order[: limit - (1 if current in kept else 0)]) | {current}

@@ -139,11 +139,15 @@ async def aget_session(session_key: str) -> SessionStore | None:
 
 def find_sessions(user: Any) -> list[SessionInfo]:
     """``user``'s live sessions (a user instance or a primary key)."""
-    return _sorted(repository.run(repository.user_sessions(conf.namespace, _user_id(user))))
+    return _sorted(
+        repository.run(repository.user_sessions(conf.snapshot().namespace, _user_id(user)))
+    )
 
 
 async def afind_sessions(user: Any) -> list[SessionInfo]:
-    records = await repository.arun(repository.user_sessions(conf.namespace, _user_id(user)))
+    records = await repository.arun(
+        repository.user_sessions(conf.snapshot().namespace, _user_id(user))
+    )
     return _sorted(records)
 
 
@@ -156,7 +160,7 @@ def delete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> in
     than when they next fail Django's session-hash check.
     """
     ended = _to_end(
-        repository.run(repository.user_sessions(conf.namespace, _user_id(user))), exclude
+        repository.run(repository.user_sessions(conf.snapshot().namespace, _user_id(user))), exclude
     )
     for record in ended:
         _store_for(record).delete()
@@ -164,7 +168,9 @@ def delete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> in
 
 
 async def adelete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> int:
-    records = await repository.arun(repository.user_sessions(conf.namespace, _user_id(user)))
+    records = await repository.arun(
+        repository.user_sessions(conf.snapshot().namespace, _user_id(user))
+    )
     ended = _to_end(records, exclude)
     for record in ended:
         await _store_for(record).adelete()

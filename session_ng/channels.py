@@ -57,7 +57,7 @@ logger = logging.getLogger("session_ng.channels")
 
 def scope_alias(scope: Scope) -> str:
     """The alias the websocket URL asks for ("0" when none or malformed)."""
-    param = conf.ALIAS_PARAM
+    param = conf.snapshot().alias_param
     if not param:
         return DEFAULT_ALIAS
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -469,7 +469,7 @@ class SessionRefreshMixin:
         server may still deliver frames that were on their way), and a second
         end does nothing (a server may refuse to close twice).
         """
-        code = int(conf.WEBSOCKET_CLOSE_CODE)
+        code = conf.snapshot().websocket_close_code
         if not isinstance(self, SyncConsumer):
             return self._session_ng_aclose(code)
         if getattr(self, "_session_ng_closed", False):
@@ -525,7 +525,7 @@ class SessionRefreshMixin:
         if key is not None:
             alive = await touch_queue.queue().touch(key)
             if not alive:
-                await self._session_ng_aclose(int(conf.WEBSOCKET_CLOSE_CODE))
+                await self._session_ng_aclose(conf.snapshot().websocket_close_code)
                 return
             stale = self._session_ng_stale_group()
             if stale is not None:
@@ -564,7 +564,7 @@ class SessionRefreshMixin:
             return None  # an anonymous socket: nothing to keep alive
         interval = self.session_refresh_interval
         if interval is None:
-            interval = conf.WEBSOCKET_REFRESH_INTERVAL
+            interval = conf.snapshot().websocket_refresh_interval
         if interval is None:
             period = getattr(session, "renewal_period", None)
             interval = period() if callable(period) else 0.0

@@ -1,15 +1,15 @@
-"""The one settings object: ``SESSION_NG`` with its defaults, read live.
+"""The one settings object: ``SESSION_NG`` with its defaults, read live, typed.
 
-Every read goes back to ``django.conf.settings`` so that ``override_settings``
-works in tests. ``problems()`` lists what is wrong; ``checks.py`` turns that list
-into system-check messages, and the connection code raises it as
-``ImproperlyConfigured`` when it is asked to connect with bad settings.
+Code reads ``conf.snapshot()``, rebuilt whenever the settings object changes so
+that ``override_settings`` works in tests. Validation lives in ``checks.py``
+(``settings_problems()``): the system checks report it, and the connection code
+raises it as ``ImproperlyConfigured`` when it is asked to connect with bad
+settings.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,27 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "ANONYMOUS_MAX_INACTIVE": None,
 }
 
-# A namespace ends up at the front of every key name; keep it boring so that it
-# can never contain a hash tag or a glob character.
-NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
-REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
-KNOWN_RESOLVERS = ("cookie", "header")
-# RFC 9110 token characters; Django exposes headers by these names.
-HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
-ALIAS_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 # A renewal period past a day would let an idle session outlive its timeout
-# by that much: more a misconfiguration than a choice.
+# by that much: more a misconfiguration than a choice (check E018).
 MAX_RENEWAL_PERIOD = 86400
-# Close codes no endpoint may send (RFC 6455, 7.4.1): they only report what
-# happened to a connection that closed without a close frame or TLS.
-UNSENDABLE_CLOSE_CODES = (1004, 1005, 1006, 1015)
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    msg: str
-    hint: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,15 +67,26 @@ class Snapshot:
     header_name: str = "X-Auth-Token"
     header_meta_key: str = "HTTP_X_AUTH_TOKEN"  # the header's name in request.META
     alias_param: str | None = "_s"
+    # The rest of SESSION_NG, typed. A value that check E0xx reports is read
+    # as its default here, so that code reading it never fails on it.
+    redis_url: str | tuple[str, ...] | None = None
+    cache_alias: str | None = None
+    max_aliases: int = 10
+    configure_keyspace_notifications: bool = True
+    websocket_close_code: int = 1008
+    websocket_refresh_interval: float | None = None
+    socket_timeout: float = 5.0
+    migrate_from: str | None = None
+    anonymous_max_inactive: int | None = None
 
 
 class Settings:
-    """Attribute access to ``SESSION_NG`` merged over ``DEFAULTS``.
+    """``SESSION_NG`` merged over ``DEFAULTS``, read live, as one typed object.
 
-    Reads are live. The hot path uses ``snapshot()``, which is rebuilt whenever
-    ``settings.SESSION_NG`` or ``settings.CACHES`` is a different object (as
-    after ``override_settings`` or an assignment): Django settings are replaced,
-    not mutated in place.
+    ``snapshot()`` is rebuilt whenever ``settings.SESSION_NG`` or
+    ``settings.CACHES`` is a different object (as after ``override_settings``
+    or an assignment): Django settings are replaced, not mutated in place.
+    ``raw()`` is for the checks only, which validate what was given.
     """
 
     _snapshot: tuple[object, object, Snapshot] | None = None
@@ -105,222 +98,82 @@ class Settings:
         # Holding raw and caches in the cache keeps their ids from being reused.
         if cached is not None and cached[0] is raw and cached[1] is caches:
             return cached[2]
-        alias = self.CACHE_ALIAS
+        raw_alias = self.raw("CACHE_ALIAS")
+        alias = raw_alias if isinstance(raw_alias, str) and raw_alias else None
         cache_conf = repr(caches.get(alias)) if alias and isinstance(caches, dict) else None
+        cluster = bool(self.raw("CLUSTER"))
+        url = self.raw("REDIS_URL")
+        redis_url = tuple(url) if isinstance(url, list | tuple) else (url or None)
+        timeout = self.raw("SOCKET_TIMEOUT")
+        socket_timeout = float(timeout) if _positive(timeout) else DEFAULTS["SOCKET_TIMEOUT"]
+        header = self.raw("HEADER_NAME")
+        header_name = header if isinstance(header, str) and header else DEFAULTS["HEADER_NAME"]
+        param = self.raw("ALIAS_PARAM")
         snap = Snapshot(
-            namespace=str(self.NAMESPACE),
-            refresh_on_access=bool(self.REFRESH_ON_ACCESS),
-            renewal_period_ms=_period_ms(self.RENEWAL_PERIOD),
-            cluster=bool(self.CLUSTER),
-            client_key=(
-                tuple(url) if isinstance(url := self.REDIS_URL, list) else url,
-                alias,
-                cache_conf,
-                bool(self.CLUSTER),
-                self.SOCKET_TIMEOUT,
+            namespace=str(self.raw("NAMESPACE")),
+            refresh_on_access=bool(self.raw("REFRESH_ON_ACCESS")),
+            renewal_period_ms=_period_ms(self.raw("RENEWAL_PERIOD")),
+            cluster=cluster,
+            client_key=(redis_url, alias, cache_conf, cluster, socket_timeout),
+            id_resolvers=tuple(str(r) for r in _items(self.raw("ID_RESOLVERS"))),
+            header_name=header_name,
+            header_meta_key="HTTP_" + header_name.upper().replace("-", "_"),
+            alias_param=str(param) if param else None,
+            redis_url=redis_url if isinstance(redis_url, str | tuple) else None,
+            cache_alias=alias,
+            max_aliases=_whole(self.raw("MAX_ALIASES")) or DEFAULTS["MAX_ALIASES"],
+            configure_keyspace_notifications=bool(self.raw("CONFIGURE_KEYSPACE_NOTIFICATIONS")),
+            websocket_close_code=(
+                _whole(self.raw("WEBSOCKET_CLOSE_CODE")) or DEFAULTS["WEBSOCKET_CLOSE_CODE"]
             ),
-            id_resolvers=tuple(str(r) for r in self.ID_RESOLVERS or ()),
-            header_name=str(self.HEADER_NAME),
-            header_meta_key="HTTP_" + str(self.HEADER_NAME).upper().replace("-", "_"),
-            alias_param=str(self.ALIAS_PARAM) if self.ALIAS_PARAM else None,
+            websocket_refresh_interval=(
+                float(interval)
+                if is_seconds(interval := self.raw("WEBSOCKET_REFRESH_INTERVAL"))
+                else None
+            ),
+            socket_timeout=socket_timeout,
+            migrate_from=(
+                engine if isinstance(engine := self.raw("MIGRATE_FROM"), str) and engine else None
+            ),
+            anonymous_max_inactive=_whole(self.raw("ANONYMOUS_MAX_INACTIVE")),
         )
         self._snapshot = (raw, caches, snap)
         return snap
 
-    def _raw(self) -> dict[str, Any]:
+    def raw(self, name: str) -> Any:
+        """One setting as given (or its default), unvalidated: for the checks."""
         value = getattr(django_settings, "SESSION_NG", {})
-        return value if isinstance(value, dict) else {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name not in DEFAULTS:
-            raise AttributeError(f"SESSION_NG has no setting {name!r}")
-        return self._raw().get(name, DEFAULTS[name])
-
-    @property
-    def namespace(self) -> str:
-        return self.snapshot().namespace
-
-    @property
-    def refresh_on_access(self) -> bool:
-        return self.snapshot().refresh_on_access
-
-    def problems(self) -> list[Problem]:
-        found: list[Problem] = []
-        raw = getattr(django_settings, "SESSION_NG", {})
-        if not isinstance(raw, dict):
-            return [Problem("session_ng.E001", "SESSION_NG must be a dict.")]
-        unknown = sorted(set(raw) - set(DEFAULTS))
-        if unknown:
-            found.append(
-                Problem(
-                    "session_ng.E002",
-                    f"SESSION_NG has unknown keys: {', '.join(unknown)}.",
-                    f"Known keys: {', '.join(sorted(DEFAULTS))}.",
-                )
-            )
-        url, alias = self.REDIS_URL, self.CACHE_ALIAS
-        if bool(url) == bool(alias):
-            found.append(
-                Problem(
-                    "session_ng.E003",
-                    "Set exactly one of SESSION_NG['REDIS_URL'] and SESSION_NG['CACHE_ALIAS'].",
-                    "For example SESSION_NG = {'REDIS_URL': 'redis://127.0.0.1:6379/0'}.",
-                )
-            )
-        # A Cluster may be given several startup nodes: a list of URLs.
-        urls = list(url) if self.CLUSTER and isinstance(url, list | tuple) else [url]
-        if url and not all(isinstance(u, str) and u.startswith(REDIS_URL_SCHEMES) for u in urls):
-            found.append(
-                Problem(
-                    "session_ng.E004",
-                    f"SESSION_NG['REDIS_URL'] must be a redis://, rediss:// or unix:// URL "
-                    f"(or, with CLUSTER, a list of them), not {url!r}.",
-                )
-            )
-        if alias:
-            caches = getattr(django_settings, "CACHES", {})
-            backend = (
-                str(caches.get(alias, {}).get("BACKEND", "")) if isinstance(alias, str) else ""
-            )
-            if not isinstance(alias, str) or alias not in caches:
-                found.append(
-                    Problem(
-                        "session_ng.E005", f"SESSION_NG['CACHE_ALIAS'] {alias!r} is not in CACHES."
-                    )
-                )
-            elif not backend.startswith("django_redis."):
-                found.append(
-                    Problem(
-                        "session_ng.E006",
-                        f"CACHES[{alias!r}] must use django-redis (django_redis.cache.RedisCache), "
-                        f"not {backend!r}.",
-                        "session_ng reuses that cache's connection pool; Django's own "
-                        "RedisCache does not expose one.",
-                    )
-                )
-        if not isinstance(self.NAMESPACE, str) or not NAMESPACE_RE.fullmatch(self.NAMESPACE):
-            found.append(
-                Problem(
-                    "session_ng.E007",
-                    f"SESSION_NG['NAMESPACE'] must match {NAMESPACE_RE.pattern}, "
-                    f"not {self.NAMESPACE!r}.",
-                )
-            )
-        resolvers = self.ID_RESOLVERS
-        if (
-            not isinstance(resolvers, list | tuple)
-            or not resolvers
-            or any(r not in KNOWN_RESOLVERS for r in resolvers)
-            or len(set(resolvers)) != len(resolvers)
-        ):
-            found.append(
-                Problem(
-                    "session_ng.E008",
-                    f"SESSION_NG['ID_RESOLVERS'] must be a non-empty list of distinct values "
-                    f"from {KNOWN_RESOLVERS}, not {resolvers!r}.",
-                )
-            )
-        max_aliases = self.MAX_ALIASES
-        if not isinstance(max_aliases, int) or isinstance(max_aliases, bool) or max_aliases < 1:
-            found.append(
-                Problem("session_ng.E009", "SESSION_NG['MAX_ALIASES'] must be a positive integer.")
-            )
-        timeout = self.SOCKET_TIMEOUT
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            found.append(
-                Problem(
-                    "session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number."
-                )
-            )
-        header = self.HEADER_NAME
-        if not isinstance(header, str) or not HEADER_NAME_RE.fullmatch(header):
-            found.append(
-                Problem(
-                    "session_ng.E013",
-                    f"SESSION_NG['HEADER_NAME'] must be an HTTP header name, not {header!r}.",
-                )
-            )
-        param = self.ALIAS_PARAM
-        if param is not None and (
-            not isinstance(param, str) or not ALIAS_PARAM_RE.fullmatch(param)
-        ):
-            found.append(
-                Problem(
-                    "session_ng.E014",
-                    f"SESSION_NG['ALIAS_PARAM'] must be None or a query parameter name "
-                    f"matching {ALIAS_PARAM_RE.pattern}, not {param!r}.",
-                )
-            )
-        code = self.WEBSOCKET_CLOSE_CODE
-        if (
-            not isinstance(code, int)
-            or isinstance(code, bool)
-            or not 1000 <= code <= 4999
-            or code in UNSENDABLE_CLOSE_CODES
-        ):
-            found.append(
-                Problem(
-                    "session_ng.E015",
-                    f"SESSION_NG['WEBSOCKET_CLOSE_CODE'] must be a websocket close code an "
-                    f"application may send (an integer from 1000 to 4999, not 1004, 1005, "
-                    f"1006 or 1015), not {code!r}.",
-                    "3000-4999 are for applications, and every server sends them as given.",
-                )
-            )
-        interval = self.WEBSOCKET_REFRESH_INTERVAL
-        if interval is not None and not _seconds(interval):
-            found.append(
-                Problem(
-                    "session_ng.E016",
-                    f"SESSION_NG['WEBSOCKET_REFRESH_INTERVAL'] must be None or a number of "
-                    f"seconds, 0 or more, not {interval!r}.",
-                )
-            )
-        period = self.RENEWAL_PERIOD
-        if period is not None and not _period(period):
-            found.append(
-                Problem(
-                    "session_ng.E018",
-                    f"SESSION_NG['RENEWAL_PERIOD'] must be None or a number of seconds from 0 "
-                    f"to {MAX_RENEWAL_PERIOD}, not {period!r}.",
-                    "None renews at most once a minute, or once per hundredth of the idle "
-                    "timeout when that is shorter.",
-                )
-            )
-        anonymous = self.ANONYMOUS_MAX_INACTIVE
-        if anonymous is not None and (
-            not isinstance(anonymous, int) or isinstance(anonymous, bool) or anonymous < 1
-        ):
-            found.append(
-                Problem(
-                    "session_ng.E020",
-                    f"SESSION_NG['ANONYMOUS_MAX_INACTIVE'] must be None or a positive number "
-                    f"of seconds (an integer), not {anonymous!r}.",
-                )
-            )
-        if self.CLUSTER and alias:
-            found.append(
-                Problem(
-                    "session_ng.E011",
-                    "SESSION_NG['CLUSTER'] needs REDIS_URL; django-redis has no cluster client.",
-                )
-            )
-        return found
+        return (value if isinstance(value, dict) else {}).get(name, DEFAULTS[name])
 
 
-def _seconds(value: Any) -> bool:
+def is_seconds(value: Any) -> bool:
     """A number of seconds, 0 or more (no bool, no NaN, no infinity)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < math.inf
 
 
-def _period(value: Any) -> bool:
+def is_renewal_period(value: Any) -> bool:
     """A RENEWAL_PERIOD that check E018 accepts (None aside)."""
-    return _seconds(value) and value <= MAX_RENEWAL_PERIOD
+    return is_seconds(value) and value <= MAX_RENEWAL_PERIOD
+
+
+def _positive(value: Any) -> bool:
+    return is_seconds(value) and value > 0
+
+
+def _whole(value: Any) -> int | None:
+    """A positive integer as given, else None (the checks report it)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    return None
+
+
+def _items(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list | tuple) else ()
 
 
 def _period_ms(value: Any) -> int | None:
     # Bad values are reported by check E018; until then they mean the default.
-    return int(value * 1000) if value is not None and _period(value) else None
+    return int(value * 1000) if value is not None and is_renewal_period(value) else None
 
 
 conf = Settings()

@@ -23,6 +23,7 @@ from django.conf import settings as django_settings
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from session_ng.checks import settings_problems
 from session_ng.conf import conf
 from session_ng.exceptions import SessionNgImproperlyConfigured
 
@@ -42,7 +43,7 @@ def _config_key() -> tuple[Any, ...]:
 
 
 def _check_settings() -> None:
-    problems = [p for p in conf.problems() if p.id.startswith("session_ng.E")]
+    problems = [p for p in settings_problems() if p.id.startswith("session_ng.E")]
     if problems:
         raise SessionNgImproperlyConfigured(" ".join(p.msg for p in problems))
 
@@ -57,7 +58,7 @@ def _retry(sync: bool) -> Any:
 
 
 def _url_options(sync: bool) -> dict[str, Any]:
-    timeout = float(conf.SOCKET_TIMEOUT)
+    timeout = conf.snapshot().socket_timeout
     return {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -79,7 +80,7 @@ def get_client() -> Any:
         client = _sync_clients.get(key)
         if client is None:
             _check_settings()
-            if conf.CLUSTER:
+            if conf.snapshot().cluster:
                 from redis.cluster import ClusterNode, RedisCluster
 
                 url, others = _cluster_urls()
@@ -89,7 +90,9 @@ def get_client() -> Any:
                     **_url_options(sync=True),
                 )
             else:
-                client = redis.Redis.from_url(str(conf.REDIS_URL), **_url_options(sync=True))
+                client = redis.Redis.from_url(
+                    str(conf.snapshot().redis_url), **_url_options(sync=True)
+                )
             _sync_clients[key] = client
     return client
 
@@ -157,9 +160,9 @@ async def get_async_client() -> Any:
 
 
 def _build_async_client() -> Any:
-    if conf.CACHE_ALIAS:
-        return _async_client_for_cache(str(conf.CACHE_ALIAS))
-    if conf.CLUSTER:
+    if conf.snapshot().cache_alias:
+        return _async_client_for_cache(str(conf.snapshot().cache_alias))
+    if conf.snapshot().cluster:
         from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
         from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
@@ -169,7 +172,7 @@ def _build_async_client() -> Any:
             startup_nodes=[AsyncClusterNode(host, port) for host, port in others],
             **_url_options(sync=False),
         )
-    return redis.asyncio.Redis.from_url(str(conf.REDIS_URL), **_url_options(sync=False))
+    return redis.asyncio.Redis.from_url(str(conf.snapshot().redis_url), **_url_options(sync=False))
 
 
 def _cluster_urls() -> tuple[str, list[tuple[str, int]]]:
@@ -179,8 +182,8 @@ def _cluster_urls() -> tuple[str, list[tuple[str, int]]]:
     Any one startup node that answers is enough for the client to learn the
     whole cluster, so a list keeps a process able to start while one is down.
     """
-    configured = conf.REDIS_URL
-    urls = [str(u) for u in configured] if isinstance(configured, list | tuple) else [configured]
+    configured = conf.snapshot().redis_url
+    urls = [str(u) for u in configured] if isinstance(configured, tuple) else [str(configured)]
     others = []
     for other in urls[1:]:
         parts = urlsplit(other)
@@ -206,9 +209,12 @@ def _async_client_for_cache(alias: str) -> Any:
     kwargs.pop("connection_class", None)
     if options.get("PASSWORD"):
         kwargs["password"] = options["PASSWORD"]
-    kwargs.setdefault("socket_timeout", options.get("SOCKET_TIMEOUT", float(conf.SOCKET_TIMEOUT)))
     kwargs.setdefault(
-        "socket_connect_timeout", options.get("SOCKET_CONNECT_TIMEOUT", float(conf.SOCKET_TIMEOUT))
+        "socket_timeout", options.get("SOCKET_TIMEOUT", conf.snapshot().socket_timeout)
+    )
+    kwargs.setdefault(
+        "socket_connect_timeout",
+        options.get("SOCKET_CONNECT_TIMEOUT", conf.snapshot().socket_timeout),
     )
     kwargs.setdefault("retry", _retry(sync=False))
     sentinels = options.get("SENTINELS")

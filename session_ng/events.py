@@ -67,7 +67,7 @@ def probe(
     ``pubsub`` must be subscribed to ``channels(db)``; the probe's own
     messages are consumed here, any other is handed to ``on_other``.
     """
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     token = token or uuid.uuid4().hex
     repository.run(repository.probe_notifications(ns, token))
     expected = {
@@ -92,7 +92,7 @@ def probe_node(client: Any, node: Any, timeout: float = 2.0) -> list[str]:
     """The probe on one Cluster primary: its own pub/sub connection, and probe
     keys in its own slots (each node publishes the events of its own keys
     only; the Cluster client routes the probe's writes there by key)."""
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     for _ in range(10_000):
         token = uuid.uuid4().hex
         probe_keys = [keys.notification_probe(ns, token + s) for s in (":x", ":d")]
@@ -161,7 +161,7 @@ class Worker:
         logger.info(
             "session_ng worker %s starting (namespace %s, sweeps every %g s)",
             self.id,
-            conf.namespace,
+            conf.snapshot().namespace,
             self.sweep_interval,
         )
         failures = 0
@@ -194,7 +194,7 @@ class Worker:
         try:
             pubsub.subscribe(*channels(db))
             self._check_notifications(pubsub, db)
-            repository.run(repository.ensure_group(conf.namespace))
+            repository.run(repository.ensure_group(conf.snapshot().namespace))
             logger.info("session_ng worker %s listening on db %s", self.id, db)
             next_sweep = 0.0
             while not stop.is_set():
@@ -228,7 +228,7 @@ class Worker:
         """
         listeners: dict[str, Any] = {}
         configured: set[str] = set()
-        repository.run(repository.ensure_group(conf.namespace))
+        repository.run(repository.ensure_group(conf.snapshot().namespace))
         try:
             next_sweep = next_layout = 0.0
             while not stop.is_set():
@@ -299,7 +299,7 @@ class Worker:
         Without CONFIGURE_KEYSPACE_NOTIFICATIONS (managed Redis), a primary is
         probed instead, and a warning says what it does not publish.
         """
-        if not conf.CONFIGURE_KEYSPACE_NOTIFICATIONS:
+        if not conf.snapshot().configure_keyspace_notifications:
             if node.server_type == "primary":
                 try:
                     self._warn_if_missing(probe_node(client, node))
@@ -328,7 +328,7 @@ class Worker:
     # --- notifications -------------------------------------------------------
 
     def _check_notifications(self, pubsub: Any, db: int) -> None:
-        if not conf.CONFIGURE_KEYSPACE_NOTIFICATIONS:
+        if not conf.snapshot().configure_keyspace_notifications:
             # Managed Redis may forbid CONFIG: find out without it.
             self._warn_if_missing(probe(pubsub, db, on_other=self._on_other))
             return
@@ -388,7 +388,7 @@ class Worker:
         """(kind, session key) of the end a notification announces, if any."""
         channel = message["channel"].decode()
         name = message["data"].decode() if isinstance(message["data"], bytes) else ""
-        ns = conf.namespace
+        ns = conf.snapshot().namespace
         if channel.endswith(":expired"):
             key = keys.session_key_from_shadow(ns, name)
             return None if key is None else ("expired", key)
@@ -422,7 +422,7 @@ class Worker:
         self._deliver(redeliver=True)
 
     def _sweep_once(self) -> None:
-        ns = conf.namespace
+        ns = conf.snapshot().namespace
         held = repository.run(repository.hold_lock(ns, self.id, self.lock_ttl_ms))
         if held != self.leader:
             logger.info(
@@ -438,7 +438,7 @@ class Worker:
             return
         # If Redis is gone, the lock runs out by itself.
         with contextlib.suppress(SessionStoreUnavailable):
-            repository.run(repository.release_lock(conf.namespace, self.id))
+            repository.run(repository.release_lock(conf.snapshot().namespace, self.id))
         self.leader = False
 
 
@@ -511,12 +511,14 @@ def _signal(kind: str) -> Any:
 def publish_ends(session_keys: Sequence[str], kind: str) -> int:
     """Put the ends of ``session_keys`` ("expired" or "deleted") in the event
     stream, each once however many publish it; how many were appended."""
-    return repository.run(repository.publish_ends(conf.namespace, kind, session_keys, entry_fields))
+    return repository.run(
+        repository.publish_ends(conf.snapshot().namespace, kind, session_keys, entry_fields)
+    )
 
 
 async def apublish_ends(session_keys: Sequence[str], kind: str) -> int:
     return await repository.arun(
-        repository.publish_ends(conf.namespace, kind, session_keys, entry_fields)
+        repository.publish_ends(conf.snapshot().namespace, kind, session_keys, entry_fields)
     )
 
 
@@ -551,7 +553,7 @@ def deliver_ends(
     were sent. With ``redeliver_after``, entries other consumers left
     unacknowledged for that many seconds are taken over first. Stops after
     about ``limit`` entries (None: when none is left)."""
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     serializer = _store().serializer()
     sent = 0
     reads = _reads(redeliver_after, limit)
@@ -581,7 +583,7 @@ def deliver_ends(
 async def adeliver_ends(
     consumer: str, redeliver_after: float | None = None, limit: int | None = None
 ) -> int:
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     serializer = _store().serializer()
     sent = 0
     reads = _reads(redeliver_after, limit)
@@ -632,7 +634,7 @@ def sweep_and_publish(now: int | None = None, touch_current: bool = False) -> in
     own deletes, rotations). ``touch_current`` also looks at the current
     minute's bucket, so Redis expires its sessions on time.
     """
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     now = int(time.time() * 1000) if now is None else now
     report = repository.run(repository.sweep(ns, now, entry_fields))
     published = report.published
@@ -644,7 +646,7 @@ def sweep_and_publish(now: int | None = None, touch_current: bool = False) -> in
 
 
 async def asweep_and_publish(now: int | None = None, touch_current: bool = False) -> int:
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
     now = int(time.time() * 1000) if now is None else now
     report = await repository.arun(repository.sweep(ns, now, entry_fields))
     published = report.published
@@ -667,12 +669,14 @@ def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int
     were sent."""
     sweep_and_publish(now, touch_current)
     sent = deliver_ends(CLEARSESSIONS_CONSUMER, REDELIVER_AFTER)
-    repository.run(repository.trim_events(conf.namespace, int(time.time() * 1000)))
+    repository.run(repository.trim_events(conf.snapshot().namespace, int(time.time() * 1000)))
     return sent
 
 
 async def asweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
     await asweep_and_publish(now, touch_current)
     sent = await adeliver_ends(CLEARSESSIONS_CONSUMER, REDELIVER_AFTER)
-    await repository.arun(repository.trim_events(conf.namespace, int(time.time() * 1000)))
+    await repository.arun(
+        repository.trim_events(conf.snapshot().namespace, int(time.time() * 1000))
+    )
     return sent

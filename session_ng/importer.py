@@ -93,7 +93,7 @@ def import_all(
     if processes > 1:
         return _import_in_processes(source, batch_size, dry_run, on_batch, processes)
     progress = Progress()
-    ns = conf.namespace
+    ns = conf.snapshot().namespace
 
     def record(plans: list[SavePlan], statuses: list[str]) -> None:
         imported = statuses.count("ok")
@@ -166,7 +166,7 @@ def _work(raw: Any, dry_run: bool) -> _Done:
     if dry_run:
         in_redis, imported, already = [], len(plans), 0
     else:
-        statuses = repository.run(repository.import_sessions(conf.namespace, plans))
+        statuses = repository.run(repository.import_sessions(conf.snapshot().namespace, plans))
         in_redis = [plan.session_key for plan in plans]
         imported = statuses.count("ok")
         already = len(statuses) - imported

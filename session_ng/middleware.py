@@ -462,7 +462,7 @@ def _alias_in_address_bar(request: HttpRequest, alias: str) -> HttpResponse | No
     """
     if request.META.get("HTTP_SEC_FETCH_MODE") != "navigate" or alias == DEFAULT_ALIAS:
         return None
-    location = encode_url(request.get_full_path(), str(conf.ALIAS_PARAM), alias)
+    location = encode_url(request.get_full_path(), str(conf.snapshot().alias_param), alias)
     if not location.startswith("/") or location.startswith(("//", "/\\")):
         return None  # never a protocol-relative URL, which could leave the site
     response = HttpResponse(status=307)

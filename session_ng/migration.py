@@ -521,7 +521,7 @@ def source_for(engine: str) -> Source:
 
 def problem() -> str | None:
     """What is wrong with ``MIGRATE_FROM``, or None."""
-    engine = conf.MIGRATE_FROM
+    engine = conf.raw("MIGRATE_FROM")  # as given: the check validates it
     if engine is None:
         return None
     if not isinstance(engine, str) or not engine:
@@ -543,7 +543,7 @@ _current: tuple[object, object, Source] | None = None
 def current() -> Source | None:
     """The Source ``MIGRATE_FROM`` names, or None when there is none."""
     global _current
-    engine = conf.MIGRATE_FROM
+    engine = conf.snapshot().migrate_from
     if not engine:
         return None
     raw, caches = getattr(settings, "SESSION_NG", None), getattr(settings, "CACHES", None)
@@ -562,6 +562,6 @@ def signed_cookie_key(cookie: str) -> str | None:
     Derived from the cookie with the SECRET_KEY: the same cookie always gives
     the same key, unguessable without both.
     """
-    if conf.MIGRATE_FROM != SIGNED_COOKIES or cookie.count(":") < 2:
+    if conf.snapshot().migrate_from != SIGNED_COOKIES or cookie.count(":") < 2:
         return None
     return salted_hmac(SIGNED_COOKIE_SALT, cookie, algorithm="sha256").hexdigest()[:32]

@@ -43,7 +43,7 @@ def group_name(session_key: str) -> str:
     A hash, not the key: group names end up in the channel layer's storage
     and logs, and must be short ASCII (under 100 characters).
     """
-    digest = hashlib.sha256(f"{conf.namespace}:{session_key}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{conf.snapshot().namespace}:{session_key}".encode()).hexdigest()
     return f"session_ng.{digest[:40]}"
 
 

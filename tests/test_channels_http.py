@@ -180,7 +180,7 @@ async def test_an_explicit_save_of_a_session_deleted_meanwhile_is_refused(r: red
 
     with pytest.raises(SuspiciousOperation, match="deleted before the request completed"):
         await get(http_app(save_then_lose))
-    assert not r.exists(keys.session_hash(conf.namespace, created[0]))
+    assert not r.exists(keys.session_hash(conf.snapshot().namespace, created[0]))
 
 
 async def test_channels_own_stack_refuses_it_too_with_session_ngs_engine(
@@ -198,7 +198,7 @@ async def test_channels_own_stack_refuses_it_too_with_session_ngs_engine(
     app = http_app(save_then_lose, stack=channels_sessions.SessionMiddlewareStack)
     with pytest.raises(SuspiciousOperation):
         await get(app)
-    assert not r.exists(keys.session_hash(conf.namespace, created[0]))
+    assert not r.exists(keys.session_hash(conf.snapshot().namespace, created[0]))
 
 
 async def test_a_flushed_session_deletes_the_cookie(r: redis.Redis) -> None:
@@ -211,9 +211,9 @@ async def test_a_flushed_session_deletes_the_cookie(r: redis.Redis) -> None:
     morsel = session_cookie(response)
     assert morsel.value == ""
     assert morsel["max-age"] == "0"
-    assert not r.exists(keys.session_hash(conf.namespace, key))
+    assert not r.exists(keys.session_hash(conf.snapshot().namespace, key))
     # Nothing saved in its place (Channels' own stack stores an empty one).
-    assert r.keys(f"{conf.namespace}:sessions:*:expires") == []
+    assert r.keys(f"{conf.snapshot().namespace}:sessions:*:expires") == []
 
 
 async def test_an_alias_request_adds_its_session_to_the_browsers_cookie() -> None:
@@ -253,7 +253,7 @@ async def test_a_new_alias_past_max_aliases_is_refused_with_a_400(  # type: igno
         b"This browser already has the most signed-in accounts allowed (2). "
         b"Sign out of one of them, then try again."
     )
-    assert len(r.keys(f"{conf.namespace}:sessions:*:expires")) == 2  # nothing stored
+    assert len(r.keys(f"{conf.snapshot().namespace}:sessions:*:expires")) == 2  # nothing stored
 
 
 async def test_a_new_alias_ends_an_anonymous_session_to_make_room(  # type: ignore[no-untyped-def]

@@ -115,7 +115,7 @@ def test_an_explicit_unchanged_save_slides_the_idle_timer(saved: str, r) -> None
 
     s = SessionStore(saved)
     assert s["a"] == 1
-    hash_key = keys.session_hash(conf.namespace, saved)
+    hash_key = keys.session_hash(conf.snapshot().namespace, saved)
     before = int(r.hget(hash_key, "a")) - 60_000
     r.hset(hash_key, "a", before)  # as if last used a minute ago
     s.save()

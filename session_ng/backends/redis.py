@@ -289,10 +289,10 @@ class SessionStore(SessionBase):
     def glance(self, session_keys: list[str]) -> dict[str, repository.Glance]:
         """What a look at these sessions (this browser's) shows, in one round
         trip; an outage is flagged as the store's own (see ``failure``)."""
-        return self._run(repository.peek(conf.namespace, session_keys))
+        return self._run(repository.peek(conf.snapshot().namespace, session_keys))
 
     async def aglance(self, session_keys: list[str]) -> dict[str, repository.Glance]:
-        return await self._arun(repository.peek(conf.namespace, session_keys))
+        return await self._arun(repository.peek(conf.snapshot().namespace, session_keys))
 
     @classmethod
     def for_record(cls, record: Record) -> SessionStore:
@@ -388,7 +388,7 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         loaded, alive = self._run(self._load_operation(key))
-        if loaded is None and conf.MIGRATE_FROM:
+        if loaded is None and conf.snapshot().migrate_from:
             loaded = self._migrate(key)
         return self._accept(loaded, alive)
 
@@ -397,7 +397,7 @@ class SessionStore(SessionBase):
         if key is None:
             return {}
         loaded, alive = await self._arun(self._load_operation(key))
-        if loaded is None and conf.MIGRATE_FROM:
+        if loaded is None and conf.snapshot().migrate_from:
             loaded = await self._amigrate(key)
         return self._accept(loaded, alive)
 
@@ -493,7 +493,7 @@ class SessionStore(SessionBase):
         if source is None or found is None:
             return None
         plan = self.import_plan(found.data, found.remaining_ms)
-        record = self._imported(plan, self._run(repository.save(conf.namespace, plan)))
+        record = self._imported(plan, self._run(repository.save(conf.snapshot().namespace, plan)))
         source.forget(key)
         if record is not None:
             return record
@@ -508,7 +508,9 @@ class SessionStore(SessionBase):
         if found is None:
             return None
         plan = self.import_plan(found.data, found.remaining_ms)
-        record = self._imported(plan, await self._arun(repository.save(conf.namespace, plan)))
+        record = self._imported(
+            plan, await self._arun(repository.save(conf.snapshot().namespace, plan))
+        )
         await sync_to_async(source.forget)(key)
         if record is not None:
             return record
@@ -602,12 +604,12 @@ class SessionStore(SessionBase):
     def exists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
-        return self._run(repository.exists(conf.namespace, session_key))
+        return self._run(repository.exists(conf.snapshot().namespace, session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
-        return await self._arun(repository.exists(conf.namespace, session_key))
+        return await self._arun(repository.exists(conf.snapshot().namespace, session_key))
 
     def _check_creation(self) -> None:
         if self._new_session_check is not None:
@@ -684,7 +686,7 @@ class SessionStore(SessionBase):
         if plan is None:
             return False
         try:
-            status = self._run(repository.save(conf.namespace, plan))
+            status = self._run(repository.save(conf.snapshot().namespace, plan))
         except SessionStoreUnavailable as exc:
             status = self._unsaved_bookkeeping(plan, exc)
         self._finish(plan, status)
@@ -705,7 +707,7 @@ class SessionStore(SessionBase):
         if plan is None:
             return False
         try:
-            status = await self._arun(repository.save(conf.namespace, plan))
+            status = await self._arun(repository.save(conf.snapshot().namespace, plan))
         except SessionStoreUnavailable as exc:
             status = self._unsaved_bookkeeping(plan, exc)
         self._finish(plan, status)
@@ -718,7 +720,7 @@ class SessionStore(SessionBase):
         assert self.session_key is not None
         if self._renew is False:
             # Code that only looks (api.get_session) does not keep it alive.
-            return repository.exists(conf.namespace, self.session_key)
+            return repository.exists(conf.snapshot().namespace, self.session_key)
         snap = conf.snapshot()
         return repository.touch(snap.namespace, self.session_key, now_ms(), snap.renewal_period_ms)
 
@@ -822,7 +824,7 @@ class SessionStore(SessionBase):
                 # Signing in or out changes the default expiry when anonymous
                 # sessions have their own.
                 or (
-                    conf.ANONYMOUS_MAX_INACTIVE is not None
+                    conf.snapshot().anonymous_max_inactive is not None
                     and (user is None) != (baseline.user is None)
                 )
             ),
@@ -890,7 +892,7 @@ class SessionStore(SessionBase):
         """(max_inactive seconds or -1, absolute expiry in epoch ms or None)."""
         expiry = normal_expiry(data.get(EXPIRY_KEY), aware=True)
         default = min(int(self.get_session_cookie_age()), MAX_INACTIVE_SECONDS)
-        anonymous = conf.ANONYMOUS_MAX_INACTIVE
+        anonymous = conf.snapshot().anonymous_max_inactive
         if anonymous is not None and data.get(USER_KEY) is None:
             # No one signed in: the session ends sooner unless someone signs
             # in (login() saves it again with the full timeout) or the view
@@ -917,7 +919,7 @@ class SessionStore(SessionBase):
             plan = self._plan(data, create=True, replaces=old)
             assert plan is not None
             try:
-                self._finish(plan, self._run(repository.save(conf.namespace, plan)))
+                self._finish(plan, self._run(repository.save(conf.snapshot().namespace, plan)))
             except CreateError:
                 continue
             except UpdateError:
@@ -942,7 +944,7 @@ class SessionStore(SessionBase):
             plan = self._plan(data, create=True, replaces=old)
             assert plan is not None
             try:
-                status = await self._arun(repository.save(conf.namespace, plan))
+                status = await self._arun(repository.save(conf.snapshot().namespace, plan))
                 self._finish(plan, status)
             except CreateError:
                 continue
@@ -989,7 +991,7 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        ended = self._run(repository.delete(conf.namespace, *target))
+        ended = self._run(repository.delete(conf.snapshot().namespace, *target))
         if target[0] == self.session_key:
             self._record = None
         event = self._deleted_event(ended)
@@ -1000,7 +1002,7 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        ended = await self._arun(repository.delete(conf.namespace, *target))
+        ended = await self._arun(repository.delete(conf.snapshot().namespace, *target))
         if target[0] == self.session_key:
             self._record = None
         event = self._deleted_event(ended)

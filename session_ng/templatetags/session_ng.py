@@ -23,7 +23,7 @@ def session_url(context: dict[str, Any], url: str, alias: Any = None) -> str:
     manager = getattr(request, "session_manager", None)
     if manager is not None:
         return str(manager.encode_url(url, None if alias is None else str(alias)))
-    param = conf.ALIAS_PARAM
+    param = conf.snapshot().alias_param
     if not param or alias is None:
         return url
     return encode_url(url, str(param), str(alias))
