@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from harness.redis_server import free_port
 from loadtest.config import Config, Engine
-from testproject.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Set for the uvicorn workers: loadtest.asgi leaves a file named after its
