@@ -115,7 +115,7 @@ wrk:
 	$(call debian_tool,wrk,WRK,The load test needs)
 
 loadtest: $(STAMP) wrk
-	$(BIN)/python -m loadtest
+	$(BIN)/python -m bench.loadtest
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m testproject.demo_server
