@@ -71,7 +71,7 @@ chromium:
 # where a redis-server is installed (CI tests both; without a redis-server on
 # PATH that one is used anyway).
 ifeq ($(SERVER),valkey)
-SERVER_ENV = REDIS_SERVER="$$($(BIN)/python -c 'from testproject.redis_server import embedded_server; print(embedded_server())')"
+SERVER_ENV = REDIS_SERVER="$$($(BIN)/python -c 'from harness.redis_server import embedded_server; print(embedded_server())')"
 endif
 pytest: $(STAMP) chromium
 	$(SERVER_ENV) $(BIN)/python -m pytest
@@ -115,7 +115,7 @@ wrk:
 	$(call debian_tool,wrk,WRK,The load test needs)
 
 loadtest: $(STAMP) wrk
-	$(BIN)/python -m loadtest
+	$(BIN)/python -m bench.loadtest
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python -m testproject.demo_server

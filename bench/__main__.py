@@ -7,7 +7,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 
 def progress(message: str) -> None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from bench.tables import grid
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 if TYPE_CHECKING:  # imports Django models: only once settings are configured
     from bench.client import Browser

@@ -57,7 +57,7 @@ import redis
 
 from bench.record import MarkersMissing, check, record
 from bench.tables import grid, package_version, recorded_at, redis_server_version
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 if TYPE_CHECKING:
     from django.contrib.sessions.middleware import SessionMiddleware

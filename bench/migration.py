@@ -28,7 +28,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 DB_ENGINE = "django.contrib.sessions.backends.db"
 TWO_WEEKS = 14 * 24 * 3600

@@ -2,7 +2,7 @@
 
 Only the lines between the markers are replaced; the prose around them is the
 docs' own and is kept as it is. ``make bench`` writes docs/benchmarks.rst
-between the ``bench-table`` markers; ``bench.growth`` and ``loadtest`` use the
+between the ``bench-table`` markers; ``bench.growth`` and ``bench.loadtest`` use the
 same code with markers of their own.
 """
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import redis
 
 from bench.tables import grid, redis_server_version_at
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 REQUESTS = 200
 WARMUP = 20

@@ -1,5 +1,5 @@
 """Plain-text tables, version strings and time stamps shared by ``bench``,
-``bench.growth`` and ``loadtest`` (light: imports neither Django nor the
+``bench.growth`` and ``bench.loadtest`` (light: imports neither Django nor the
 benchmarks)."""
 
 from __future__ import annotations

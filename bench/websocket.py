@@ -29,7 +29,7 @@ import redis
 from websockets.asyncio.client import connect
 
 from bench.report import TIMES
-from testproject.redis_server import free_port
+from harness.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECTIONS = (1, 4, 16)

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

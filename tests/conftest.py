@@ -25,8 +25,8 @@ import redis.connection
 from django.conf import settings
 from django.test import override_settings
 
+from harness.redis_server import RedisServer
 from session_ng import connection
-from testproject.redis_server import RedisServer
 from tests.topology import Topology, make_topology
 from tests.worker_process import WorkerProcess
 

@@ -25,9 +25,9 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from harness.redis_server import RedisServer, free_port
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
-from testproject.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 IDLE = 3  # the chat page's idle timeout in these tests, seconds

@@ -138,8 +138,8 @@ def test_alias_param_none_turns_aliases_off(settings) -> None:  # type: ignore[n
 
 
 def test_w003_when_redis_does_not_publish_the_events(settings) -> None:  # type: ignore[no-untyped-def]
+    from harness.redis_server import RedisServer
     from session_ng.checks import check_keyspace_notifications
-    from testproject.redis_server import RedisServer
 
     with RedisServer() as bare:  # notify-keyspace-events is "" by default
         settings.SESSION_NG = {"REDIS_URL": bare.url}
@@ -152,8 +152,8 @@ def test_w003_when_redis_does_not_publish_the_events(settings) -> None:  # type:
 
 
 def test_w004_when_redis_cannot_be_reached(settings) -> None:  # type: ignore[no-untyped-def]
+    from harness.redis_server import free_port
     from session_ng.checks import check_keyspace_notifications
-    from testproject.redis_server import free_port
 
     settings.SESSION_NG = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "SOCKET_TIMEOUT": 0.5}
     (message,) = check_keyspace_notifications()

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from redis.cluster import RedisCluster
 
+from harness.redis_topologies import RedisClusterSet, command
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
-from testproject.redis_topologies import RedisClusterSet, command
 from tests.worker_process import events, wait_for_events, wait_until
 
 NS = "session_ng"
@@ -149,9 +149,9 @@ def bare_cluster(settings: Any) -> Iterator[RedisClusterSet]:
 def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
     bare_cluster: RedisClusterSet, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from harness.redis_topologies import kill
     from session_ng import repository
     from session_ng.backends.redis import new_session_key, now_ms
-    from testproject.redis_topologies import kill
 
     age_ms = 1_209_660_000  # the idle timeout and its renewal period
     # Not within 3 s of the minute the save files the session under turning.
@@ -184,8 +184,8 @@ def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
 def test_the_worker_waits_out_a_cluster_that_is_all_down(bare_cluster: RedisClusterSet) -> None:
     import threading
 
+    from harness.redis_topologies import kill
     from session_ng.events import Worker
-    from testproject.redis_topologies import kill
 
     worker = Worker(sweep_interval=0.2, lock_ttl=1.0)
     stop = threading.Event()

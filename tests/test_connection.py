@@ -6,9 +6,9 @@ import redis
 from django.core.cache import caches
 from django_redis import get_redis_connection
 
+from harness.redis_server import RedisServer
 from session_ng import connection
 from session_ng.backends.redis import SessionStore
-from testproject.redis_server import RedisServer
 
 
 def django_redis_cache(url: str) -> dict[str, object]:

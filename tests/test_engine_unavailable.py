@@ -7,11 +7,11 @@ import logging
 import pytest
 from django.test import Client
 
+from harness.redis_server import RedisServer, free_port
 from session_ng import connection, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from session_ng.middleware import UNAVAILABLE_MESSAGE
-from testproject.redis_server import RedisServer, free_port
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 import redis
 from django.test import Client
 
+from harness.redis_server import RedisServer
 from session_ng import api, connection, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
-from testproject.redis_server import RedisServer
 
 pytestmark = [pytest.mark.standalone, pytest.mark.django_db]
 NS = "session_ng"

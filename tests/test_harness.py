@@ -7,7 +7,7 @@ import sys
 import pytest
 import redis
 
-from testproject.redis_server import RedisServer, RedisServerMissing, find_binary
+from harness.redis_server import RedisServer, RedisServerMissing, find_binary
 
 
 def test_missing_binary_fails_with_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from django.test import AsyncClient, Client
 
-from loadtest.middleware import BROWSER_HEADER, SESSION_HEADER
-from loadtest.run import PASSWORD
+from bench.loadtest.middleware import BROWSER_HEADER, SESSION_HEADER
+from bench.loadtest.run import PASSWORD
 
 LOGIN = {"username": "lt0", "password": PASSWORD}
 # (method, view, form, the answer: status and body). A login again as the
@@ -33,12 +33,12 @@ STEPS: list[tuple[str, str, dict[str, str], tuple[int, str]]] = [
 DJANGO_MIDDLEWARE = "django.contrib.sessions.middleware.SessionMiddleware"
 
 
-# As loadtest.settings runs them: session_ng behind its middleware, and the
+# As bench.loadtest.settings runs them: session_ng behind its middleware, and the
 # cache engine (on the tests' local-memory cache) behind Django's.
 @pytest.fixture(autouse=True, params=["session_ng", "cache"])
 def _loadtest_site(request: pytest.FixtureRequest, settings: Any) -> None:
-    settings.ROOT_URLCONF = "loadtest.urls"
-    settings.MIDDLEWARE = ["loadtest.middleware.browser_tag", *settings.MIDDLEWARE]
+    settings.ROOT_URLCONF = "bench.loadtest.urls"
+    settings.MIDDLEWARE = ["bench.loadtest.middleware.browser_tag", *settings.MIDDLEWARE]
     if request.param == "cache":
         settings.SESSION_ENGINE = "django.contrib.sessions.backends.cache"
         settings.MIDDLEWARE = [

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from harness.redis_server import RedisServer
 from session_ng import connection
 from session_ng.checks import check_memory_policy
-from testproject.redis_server import RedisServer
 
 pytestmark = pytest.mark.standalone
 

@@ -191,9 +191,9 @@ def test_vary_after_a_handled_outage_names_every_resolver_input(settings) -> Non
     from django.http import HttpRequest, HttpResponse
     from django.test import RequestFactory
 
+    from harness.redis_server import free_port
     from session_ng.exceptions import SessionStoreUnavailable
     from session_ng.middleware import SessionMiddleware
-    from testproject.redis_server import free_port
 
     settings.SESSION_NG = {
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",

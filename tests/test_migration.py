@@ -32,12 +32,12 @@ from django.test import Client, override_settings
 from django.urls import path
 from django.utils import timezone
 
+from harness.redis_server import RedisServer
 from session_ng import importer, keys, migration, repository
 from session_ng.backends.redis import SessionStore, new_session_key
 from session_ng.checks import check_migration
 from session_ng.importer import Progress, import_all
 from session_ng.signals import session_created
-from testproject.redis_server import RedisServer
 
 pytestmark = pytest.mark.django_db
 

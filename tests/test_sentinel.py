@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from redis.sentinel import Sentinel
 
+from harness.redis_topologies import SentinelSet, command
 from session_ng import connection, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
-from testproject.redis_topologies import SentinelSet, command
 from tests.worker_process import events, wait_for_events
 
 NS = "session_ng"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 pytestmark = pytest.mark.standalone
 

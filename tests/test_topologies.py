@@ -15,8 +15,8 @@ import redis.cluster
 import redis.sentinel
 from redis.crc import key_slot
 
-from testproject.redis_server import RedisServer
-from testproject.redis_topologies import (
+from harness.redis_server import RedisServer
+from harness.redis_topologies import (
     SLOTS,
     RedisClusterSet,
     SentinelServer,

@@ -8,11 +8,11 @@ import time
 import pytest
 import redis
 
+from harness.redis_server import free_port
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from session_ng.touch_queue import TouchQueue, queue
-from testproject.redis_server import free_port
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ from typing import Any
 
 import redis
 
+from harness.redis_server import RedisServer
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
-from testproject.redis_server import RedisServer
 from tests.worker_process import ROOT, events, wait_for_events, wait_until
 
 NS = "session_ng"

@@ -13,8 +13,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
-from testproject.redis_server import RedisServer
-from testproject.redis_topologies import RedisClusterSet, SentinelSet, command
+from harness.redis_server import RedisServer
+from harness.redis_topologies import RedisClusterSet, SentinelSet, command
 
 SENTINEL_CACHE = "session_ng_sentinel"
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import django
 
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 from tests.django_sdist import ROOT, django_sdist
 from tests.peer.runner import DJANGO_MIDDLEWARE, SESSION_NG_MIDDLEWARE
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "loadtest.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.loadtest.settings")
 application = get_asgi_application()
 
-# Each uvicorn worker imports this module itself: tell python -m loadtest
-# that this one is ready (loadtest.servers waits for all of them).
+# Each uvicorn worker imports this module itself: tell python -m bench.loadtest
+# that this one is ready (bench.loadtest.servers waits for all of them).
 _ready = os.environ.get("LOADTEST_READY_DIR")
 if _ready:
     Path(_ready, str(os.getpid())).touch()

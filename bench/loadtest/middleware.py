@@ -1,4 +1,4 @@
-"""Tags each response for wrk's script (``loadtest/mix.lua``)."""
+"""Tags each response for wrk's script (``bench/loadtest/mix.lua``)."""
 
 from __future__ import annotations
 

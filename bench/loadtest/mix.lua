@@ -6,7 +6,7 @@
 -- takes an idle browser (making one when none is idle, which happens once per
 -- connection at the start), tags the request with the browser's id, and
 -- response() finds the browser again by the X-Loadtest-Browser header that
--- loadtest.middleware echoes. Each connection has at most one request in
+-- bench.loadtest.middleware echoes. Each connection has at most one request in
 -- flight, so there are as many browsers as connections and none ever has two
 -- requests in flight. (Should a connection fail before its answer, wrk counts
 -- the error and sends a new request; the browser that waited for the answer

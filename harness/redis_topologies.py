@@ -31,7 +31,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from testproject.redis_server import RedisServer, RedisServerMissing, find_binary
+from harness.redis_server import RedisServer, RedisServerMissing, find_binary
 
 ServerT = TypeVar("ServerT", bound=RedisServer)
 

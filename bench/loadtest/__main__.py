@@ -1,4 +1,4 @@
-"""``python -m loadtest [--no-write]``: load session_ng and the cache engine, print, record.
+"""``python -m bench.loadtest [--no-write]``: load session_ng and the cache engine, print, record.
 
 Environment: LOADTEST_ROUNDS (runs per engine, 2), LOADTEST_DURATION (seconds
 of load per run, 8), LOADTEST_WARMUP (seconds before each run, 2),
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from testproject.redis_server import RedisServer
+from harness.redis_server import RedisServer
 
 
 def progress(message: str) -> None:
@@ -31,15 +31,15 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m loadtest", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench.loadtest", description=__doc__)
     parser.add_argument(
         "--no-write", action="store_true", help="print the table only; leave the docs alone"
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
-    from loadtest.config import Config
-    from loadtest.run import WrkMissing, find_wrk, measure_all, wrk_version
+    from bench.loadtest.config import Config
+    from bench.loadtest.run import WrkMissing, find_wrk, measure_all, wrk_version
 
     try:
         wrk = find_wrk()
@@ -56,20 +56,20 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         db_path = tmp / "loadtest.sqlite3"
         # Django only now: its settings read the private server's URL.
-        from loadtest.run import prepare_database, setup_django
+        from bench.loadtest.run import prepare_database, setup_django
 
         setup_django(server.url, db_path)
         prepare_database(config.users)
 
-        from loadtest.report import environment, render
+        from bench.loadtest.report import environment, render
 
         results = measure_all(wrk, config, server.url, db_path, tmp, progress)
         text = render(results, config, environment(server.url, wrk_version(wrk)))
 
     print(text)
     if not args.no_write:
+        from bench.loadtest.report import DOC, END, START
         from bench.record import record
-        from loadtest.report import DOC, END, START
 
         record(text, DOC, START, END)
         print(f"\nrecorded in {DOC}", file=sys.stderr)

@@ -156,7 +156,7 @@ class RedisServer:
 
 
 def main() -> None:
-    """``python -m testproject.redis_server``: run one in the foreground, print its URL."""
+    """``python -m harness.redis_server``: run one in the foreground, print its URL."""
     server = RedisServer().start()
     print(server.url, flush=True)
     stop = False

@@ -1,4 +1,4 @@
-"""Serve the site (loadtest.servers), drive it with wrk, read the sessions back.
+"""Serve the site (bench.loadtest.servers), drive it with wrk, read the sessions back.
 
 Everything runs on loopback against a private redis-server and a temporary
 SQLite file; every process started here is stopped on the way out, also on
@@ -20,9 +20,9 @@ from typing import Any
 
 import redis
 
-from loadtest.config import ENGINES, Config, Engine
-from loadtest.cpu import Sampler, Usage
-from loadtest.servers import log_path, serve
+from bench.loadtest.config import ENGINES, Config, Engine
+from bench.loadtest.cpu import Sampler, Usage
+from bench.loadtest.servers import log_path, serve
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "mix.lua"
@@ -31,7 +31,7 @@ WRK_HINT = (
     "`brew install wrk` (macOS), or set WRK to the binary's path."
 )
 # The test users' password; mix.lua sends the same.
-PASSWORD = "loadtest-password"  # noqa: S105 - test users on a throwaway database
+PASSWORD = "loadtest-password"
 
 
 class WrkMissing(RuntimeError):
@@ -132,9 +132,7 @@ def find_wrk() -> str:
 
 def wrk_version(wrk: str) -> str:
     # `wrk -v` prints its version, then the usage, and exits 1.
-    out = subprocess.run(  # noqa: S603 - fixed argument list
-        [wrk, "-v"], capture_output=True, text=True, check=False
-    ).stdout
+    out = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False).stdout
     words = out.split()
     return words[1] if len(words) > 1 else "?"
 
@@ -144,7 +142,7 @@ def wrk_version(wrk: str) -> str:
 
 def setup_django(redis_url: str, db_path: Path) -> None:
     """Configure this process like the server (for migrate and the check)."""
-    os.environ["DJANGO_SETTINGS_MODULE"] = "loadtest.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "bench.loadtest.settings"
     os.environ["REDIS_URL"] = redis_url
     os.environ["DJANGO_DB"] = str(db_path)
     os.environ.pop("LOADTEST_ENGINE", None)
@@ -194,9 +192,7 @@ def run_wrk(
     env = {**os.environ, "LOADTEST_REPORT": str(report)}
     # Not the previous run's report, should this wrk fail to write one.
     report.unlink(missing_ok=True)
-    completed = subprocess.run(  # noqa: S603 - fixed argument list
-        args, env=env, capture_output=True, text=True, check=False
-    )
+    completed = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
     if completed.returncode != 0 or not report.exists():
         raise RuntimeError(
             f"wrk failed (exit {completed.returncode}):\n{completed.stdout}{completed.stderr}"
@@ -229,7 +225,7 @@ def check_writes(engine: Engine, browsers: dict[str, Any]) -> Check:
     one; a login in flight may have rotated the key, so that session is not
     checked. The server has been stopped (gracefully) before this runs.
     """
-    from loadtest.views import COUNTER
+    from bench.loadtest.views import COUNTER
     from session_ng.aliases import parse_cookie
     from session_ng.connection import reset
 

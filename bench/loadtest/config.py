@@ -18,7 +18,7 @@ class Engine:
     """A session engine, the middleware in front of it, and the server."""
 
     label: str
-    # LOADTEST_ENGINE and LOADTEST_MIDDLEWARE for loadtest.settings.
+    # LOADTEST_ENGINE and LOADTEST_MIDDLEWARE for bench.loadtest.settings.
     engine: str
     middleware: str
     path: str
@@ -40,7 +40,7 @@ class Engine:
 
     @property
     def views(self) -> str:
-        """The URL prefix of its views (loadtest.urls), for mix.lua."""
+        """The URL prefix of its views (bench.loadtest.urls), for mix.lua."""
         return "/lt/async/" if self.asgi else "/lt/"
 
     @property

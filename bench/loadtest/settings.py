@@ -1,6 +1,6 @@
 """testproject's settings, as the load test runs them under gunicorn.
 
-The environment chooses what differs between runs (``python -m loadtest`` sets
+The environment chooses what differs between runs (``python -m bench.loadtest`` sets
 it for the server and for itself):
 
 * ``LOADTEST_ENGINE``: ``session_ng`` (the default) or ``cache`` (Django's
@@ -30,7 +30,7 @@ if SESSION_MIDDLEWARE not in ("session_ng", "django"):
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 DEBUG = False
-ROOT_URLCONF = "loadtest.urls"
+ROOT_URLCONF = "bench.loadtest.urls"
 # For the load test ONLY: MD5 makes a login cost a hash of microseconds, not
 # the tens of milliseconds of PBKDF2, which would drown everything else.
 # Never use it for real passwords.
@@ -40,7 +40,7 @@ _database: dict[str, Any] = {
     "ENGINE": "django.db.backends.sqlite3",
     "NAME": os.environ.get("DJANGO_DB", str(base.BASE_DIR / "loadtest.sqlite3")),
     # Every worker process writes last_login at each login: wait for the
-    # lock rather than fail (the file is in WAL mode, see loadtest.run).
+    # lock rather than fail (the file is in WAL mode, see bench.loadtest.run).
     "OPTIONS": {"timeout": 30},
 }
 DATABASES = {"default": _database}
@@ -58,7 +58,7 @@ DEMO_EVENT_LOG = False
 CHANNEL_LAYERS = dict[str, Any]()
 
 # Outermost: tells wrk's script which browser a response is for.
-MIDDLEWARE = ["loadtest.middleware.browser_tag", *base.MIDDLEWARE]
+MIDDLEWARE = ["bench.loadtest.middleware.browser_tag", *base.MIDDLEWARE]
 if SESSION_MIDDLEWARE == "django":
     MIDDLEWARE = [
         "django.contrib.sessions.middleware.SessionMiddleware"
@@ -74,7 +74,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    # On the server's stderr, which python -m loadtest shows if anything is there.
+    # On the server's stderr, which python -m bench.loadtest shows if anything is there.
     "loggers": {
         "session_ng": {"handlers": ["console"], "level": "WARNING"},
         "django.request": {"handlers": ["console"], "level": "ERROR"},

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from loadtest import views
+from bench.loadtest import views
 
 urlpatterns = [
     path("lt/ping/", views.ping),

@@ -1,6 +1,6 @@
 """The load test's views: each answers with the session's counter, as text.
 
-``loadtest/mix.lua`` compares every answer with the number of writes it was
+``bench/loadtest/mix.lua`` compares every answer with the number of writes it was
 acknowledged for that session. The sync views are served by gunicorn (WSGI),
 their async twins, which do the same work through the session's async API, by
 uvicorn (ASGI).
@@ -35,7 +35,7 @@ def ping(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 def login_view(request: HttpRequest) -> HttpResponse:
-    """Log a user in, with a real password check (MD5: see loadtest.settings).
+    """Log a user in, with a real password check (MD5: see bench.loadtest.settings).
 
     The first login rotates the key (cycle_key). Logging in again as the
     session's user keeps the key and the data (Django's login() flushes only

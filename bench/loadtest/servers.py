@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtest.config import Config, Engine
-from testproject.redis_server import free_port
+from bench.loadtest.config import Config, Engine
+from harness.redis_server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-# Set for the uvicorn workers: loadtest.asgi leaves a file named after its
+ROOT = Path(__file__).resolve().parents[2]
+# Set for the uvicorn workers: bench.loadtest.asgi leaves a file named after its
 # process id there once Django is set up.
 READY_DIR = "LOADTEST_READY_DIR"
 STARTUP_SECONDS = 30
@@ -36,7 +36,7 @@ def serve(
     """The engine's server, up; yields its base URL. Its log is checked after."""
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "loadtest.settings",
+        "DJANGO_SETTINGS_MODULE": "bench.loadtest.settings",
         "LOADTEST_ENGINE": engine.engine,
         "LOADTEST_MIDDLEWARE": engine.middleware,
         "REDIS_URL": redis_url,
@@ -57,7 +57,7 @@ def serve(
     with log.open("ab") as output:
         # Its own session: a Ctrl-C in the terminal reaches this process, which
         # then stops the server gracefully, rather than every worker at once.
-        process = subprocess.Popen(  # noqa: S603 - fixed argument list
+        process = subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=output, stderr=output, start_new_session=True
         )
     try:
@@ -99,7 +99,7 @@ def _uvicorn_args(config: Config, port: int) -> list[str]:
     # supervisor restarts a worker that misses a health check; on two busy
     # cores a worker may take longer than the default 5 s to answer one.
     return [
-        sys.executable, "-m", "uvicorn", "loadtest.asgi:application",
+        sys.executable, "-m", "uvicorn", "bench.loadtest.asgi:application",
         "--host", "127.0.0.1",
         "--port", str(port),
         "--workers", str(config.asgi_workers),
@@ -139,7 +139,7 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path, deadli
         if process.poll() is not None:
             raise _exited(process, log)
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, OSError):

@@ -6,11 +6,11 @@ import os
 import platform
 from pathlib import Path
 
+from bench.loadtest.config import RATIOS, Config
+from bench.loadtest.run import Result
 from bench.tables import grid, package_version, recorded_at, redis_server_version_at
-from loadtest.config import RATIOS, Config
-from loadtest.run import Result
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.rst"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.rst"
 START = ".. loadtest-table-start"
 END = ".. loadtest-table-end"
 
