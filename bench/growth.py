@@ -242,8 +242,8 @@ def prepare_sweep(size: Size, seed: int) -> DueSweep:
     """
     from bench.growth_fill import Session, save_sessions
     from session_ng import keys, repository
-    from session_ng.backends.redis import now_ms
     from session_ng.conf import conf
+    from session_ng.repository import now_ms
 
     minute = now_ms() // repository.MINUTE_MS - 1
     half = size.users // 2

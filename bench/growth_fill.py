@@ -36,9 +36,10 @@ from django.conf import settings
 
 from bench.client import PROFILE
 from session_ng import keys, repository
-from session_ng.backends.redis import SessionStore, new_session_key, now_ms
+from session_ng.backends.redis import SessionStore, new_session_key
 from session_ng.client_info import CLIENT_KEY
 from session_ng.conf import conf
+from session_ng.repository import now_ms
 
 BATCH = 1000
 SESSIONS_PER_USER = 5

@@ -94,8 +94,9 @@ def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str
     from bench.engines import CACHE, CACHE_SLIDING, OURS, activate
     from bench.measure import KINDS, scenarios
     from session_ng import repository
-    from session_ng.backends.redis import SessionStore, now_ms
+    from session_ng.backends.redis import SessionStore
     from session_ng.conf import conf
+    from session_ng.repository import now_ms
 
     figures: dict[str, dict[str, float]] = {}
     for engine in (CACHE, CACHE_SLIDING, OURS):

@@ -1,125 +1,55 @@
-"""Several sessions in one browser: the alias map and its cookie format.
+"""Several sessions in one browser: a request's alias map (``SessionManager``).
 
-A browser's sessions travel in the one session cookie. With only the default
-alias the value is the bare session key, exactly what Django's own middleware
-writes, so existing cookies keep working both ways. With several, the value is
-``alias.key`` pairs joined by ``~``, for example ``0.<key>~1.<key>~work.<key>``:
-``.`` and ``~`` are cookie-safe (RFC 6265 cookie-octets, no quoting) and can
-appear in neither an alias (``[A-Za-z0-9_-]``) nor a key (``[a-z0-9]``).
-
-Anything that does not parse is dropped, pair by pair; nothing from the cookie
-reaches Redis unless it is a well-formed key.
+The cookie format and the alias rules are pure functions in ``session_ng.ids``,
+re-exported here, where they have always been importable from.
 """
 
 from __future__ import annotations
 
-import re
-from typing import TYPE_CHECKING, TypeGuard
-from urllib.parse import quote, unquote_plus
+from typing import TYPE_CHECKING
 
 from session_ng import repository
 from session_ng.backends.redis import SessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import TooManySessions
-from session_ng.keys import is_valid_session_key
+from session_ng.ids import (
+    ALIAS_RE,
+    ALIAS_SEPARATOR,
+    DEFAULT_ALIAS,
+    MAX_PAIRS_PARSED,
+    PAIR_SEPARATOR,
+    alias_order,
+    encode_url,
+    format_cookie,
+    is_valid_alias,
+    next_alias,
+    param_name,
+    parse_cookie,
+    query_without,
+)
 from session_ng.repository import Glance
+from session_ng.resolvers import Resolution
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
-    from session_ng.resolvers import Resolution
-
-DEFAULT_ALIAS = "0"
-ALIAS_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
-PAIR_SEPARATOR = "~"
-ALIAS_SEPARATOR = "."
-# Bound the work a hostile cookie can cause (browsers cap a cookie at ~4 KB).
-MAX_PAIRS_PARSED = 64
-
-
-def is_valid_alias(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and ALIAS_RE.fullmatch(value) is not None
-
-
-def parse_cookie(value: str | None) -> dict[str, str]:
-    """The alias -> session key map a cookie value holds (first pair wins)."""
-    if not value:
-        return {}
-    if is_valid_session_key(value):
-        return {DEFAULT_ALIAS: value}
-    found: dict[str, str] = {}
-    for pair in value.split(PAIR_SEPARATOR, MAX_PAIRS_PARSED)[:MAX_PAIRS_PARSED]:
-        alias, sep, key = pair.partition(ALIAS_SEPARATOR)
-        if sep and is_valid_alias(alias) and is_valid_session_key(key) and alias not in found:
-            found[alias] = key
-    return found
-
-
-def format_cookie(sessions: dict[str, str]) -> str:
-    """The cookie value for an alias map ("" for none)."""
-    if not sessions:
-        return ""
-    if list(sessions) == [DEFAULT_ALIAS]:
-        return sessions[DEFAULT_ALIAS]
-    return PAIR_SEPARATOR.join(
-        f"{alias}{ALIAS_SEPARATOR}{key}" for alias, key in sorted(sessions.items(), key=_order)
-    )
-
-
-def _order(item: tuple[str, str]) -> tuple[int, int, str]:
-    return alias_order(item[0])
-
-
-def alias_order(alias: str) -> tuple[int, int, str]:
-    """Sort key: the default first, then numeric aliases in number order, then the rest."""
-    if alias == DEFAULT_ALIAS:
-        return (0, 0, "")
-    if alias.isdigit():
-        return (1, int(alias), alias)
-    return (2, 0, alias)
-
-
-def next_alias(used: set[str]) -> str:
-    """The first unused numeric alias: "0", "1", "2", ..."""
-    n = 0
-    while str(n) in used:
-        n += 1
-    return str(n)
-
-
-def encode_url(url: str, param: str, alias: str | int, explicit_default: bool = False) -> str:
-    """``url`` with the alias parameter added, replaced, or (default) removed.
-
-    Other query parameters are kept byte for byte and in order (empty ones
-    too), and so is the fragment; the alias is URL-encoded. An int alias is
-    its decimal form. An alias that is not valid is treated as the default,
-    so hostile input is never reflected into a link. With
-    ``explicit_default`` the default alias is written out (``_s=0``) rather
-    than left implicit: a link from another alias's page needs it, since a
-    request without the parameter inherits its Referer's alias.
-    """
-    if isinstance(alias, int) and not isinstance(alias, bool) and alias >= 0:
-        alias = str(alias)
-    base, hash_mark, fragment = url.partition("#")
-    path, _, query = base.partition("?")
-    kept = query_without(query, param)
-    if not is_valid_alias(alias):
-        alias = DEFAULT_ALIAS
-    if alias != DEFAULT_ALIAS or explicit_default:
-        kept.append(f"{quote(param, safe='')}={quote(alias, safe='')}")
-    if kept:
-        path += "?" + "&".join(kept)
-    return path + hash_mark + fragment
-
-
-def query_without(query: str, param: str) -> list[str]:
-    """The segments of a query string, minus those that name ``param``
-    (byte for byte, empty ones included)."""
-    return [part for part in query.split("&") if _name(part) != param] if query else []
-
-
-def _name(part: str) -> str:
-    return unquote_plus(part.partition("=")[0])
+__all__ = [
+    "ALIAS_RE",
+    "ALIAS_SEPARATOR",
+    "DEFAULT_ALIAS",
+    "MAX_PAIRS_PARSED",
+    "PAIR_SEPARATOR",
+    "Resolution",
+    "SessionManager",
+    "alias_order",
+    "encode_url",
+    "format_cookie",
+    "is_valid_alias",
+    "next_alias",
+    "param_name",
+    "parse_cookie",
+    "query_without",
+]
 
 
 class SessionManager:
@@ -178,7 +108,7 @@ class SessionManager:
         """Whether ``url``'s query already has the alias parameter."""
         param = conf.snapshot().alias_param
         query = url.partition("#")[0].partition("?")[2]
-        return bool(param) and any(_name(p) == param for p in query.split("&") if p)
+        return bool(param) and any(param_name(p) == param for p in query.split("&") if p)
 
     # --- the MAX_ALIASES limit ------------------------------------------------
 

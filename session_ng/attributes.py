@@ -11,8 +11,18 @@ deserialized is dropped as it is met, as if it were not there.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from session_ng.users import user_pk
+
+if TYPE_CHECKING:
+    from session_ng.repository import Record
+
+security_logger = logging.getLogger("django.security.SuspiciousSession")
+# Django's own key for the signed-in user's id (django.contrib.auth.SESSION_KEY).
+USER_KEY = "_auth_user_id"
 
 # Stands for a value not deserialized yet.
 UNDECODED: Any = object()
@@ -144,3 +154,51 @@ class LazyAttributes(dict[str, Any]):
 
     def __reduce__(self) -> Any:
         return (dict, (self.copy(),))
+
+
+def decode_value(serializer: Any, record: Record, name: str) -> Any:
+    """One stored attribute of ``record``, deserialized; KeyError (logged)
+    when it cannot be, or when it is ``_auth_user_id`` and no user id."""
+    try:
+        value = serializer.loads(record.attributes[name])
+    except Exception:
+        # Dropped from this request only: the stored field is left as it is
+        # (a later save writes it only if the view sets it).
+        what = "could not be decoded"
+    else:
+        if name != USER_KEY or _valid_user_id(value):
+            return value
+        # Django's auth would fail the request on it (its own engines sign
+        # their data; Redis does not): dropped like an undecodable value.
+        what = "is no user id"
+    security_logger.warning(
+        "Session data corrupted: attribute %r of session %s %s",
+        name,
+        record.session_key[:6] + "…",
+        what,
+    )
+    raise KeyError(name)
+
+
+def decode_all(serializer: Any, record: Record) -> dict[str, Any]:
+    """Every attribute of ``record``, deserialized; undecodable ones dropped
+    (and logged): what session events carry as ``data``."""
+    data: dict[str, Any] = {}
+    for name in record.attributes:
+        with contextlib.suppress(KeyError):  # dropped (and logged)
+            data[name] = decode_value(serializer, record, name)
+    return data
+
+
+def _valid_user_id(value: Any) -> bool:
+    """Whether ``value`` can be the user model's primary key (True when
+    django.contrib.auth is not installed: then nothing reads it)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        from django.contrib.auth import get_user_model
+
+        model = get_user_model()
+    except (ImproperlyConfigured, LookupError):
+        return True
+    return user_pk(model, value) is not None

@@ -43,10 +43,11 @@ from session_ng.aliases import (
     is_valid_alias,
     parse_cookie,
 )
-from session_ng.backends.redis import SessionStore, now_ms
+from session_ng.backends.redis import SessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import TooManySessions
 from session_ng.middleware import INTERRUPTED_MESSAGE, renewal_due
+from session_ng.repository import now_ms
 from session_ng.resolvers import Resolution
 from session_ng.socket_groups import group_name
 from session_ng.users import user_pk

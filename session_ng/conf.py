@@ -1,15 +1,17 @@
 """The one settings object: ``SESSION_NG`` with its defaults, read live, typed.
 
 Code reads ``conf.snapshot()``, rebuilt whenever the settings object changes so
-that ``override_settings`` works in tests. Validation lives in ``checks.py``
-(``settings_problems()``): the system checks report it, and the connection code
+that ``override_settings`` works in tests. ``settings_problems()`` validates what
+was given: ``checks.py`` reports it as system checks, and the connection code
 raises it as ``ImproperlyConfigured`` when it is asked to connect with bad
-settings.
+settings. (It lives here, the bottom layer, because the connection code needs it
+and the checks reach Redis through everything above it.)
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +88,7 @@ class Settings:
     ``snapshot()`` is rebuilt whenever ``settings.SESSION_NG`` or
     ``settings.CACHES`` is a different object (as after ``override_settings``
     or an assignment): Django settings are replaced, not mutated in place.
-    ``raw()`` is for the checks only, which validate what was given.
+    ``raw()`` is for the validation only, which looks at what was given.
     """
 
     _snapshot: tuple[object, object, Snapshot] | None = None
@@ -177,3 +179,183 @@ def _period_ms(value: Any) -> int | None:
 
 
 conf = Settings()
+
+
+# A namespace ends up at the front of every key name; keep it boring so that it
+# can never contain a hash tag or a glob character.
+NAMESPACE_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+KNOWN_RESOLVERS = ("cookie", "header")
+# RFC 9110 token characters; Django exposes headers by these names.
+HEADER_NAME_RE = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")
+ALIAS_PARAM_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+# Close codes no endpoint may send (RFC 6455, 7.4.1): they only report what
+# happened to a connection that closed without a close frame or TLS.
+UNSENDABLE_CLOSE_CODES = (1004, 1005, 1006, 1015)
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    msg: str
+    hint: str = ""
+
+
+def settings_problems() -> list[Problem]:
+    """What is wrong with ``SESSION_NG`` (and the caches it names): errors
+    (``session_ng.E…``) stop the connection code; all are system checks."""
+    found: list[Problem] = []
+    raw = getattr(django_settings, "SESSION_NG", {})
+    if not isinstance(raw, dict):
+        return [Problem("session_ng.E001", "SESSION_NG must be a dict.")]
+    unknown = sorted(set(raw) - set(DEFAULTS))
+    if unknown:
+        found.append(
+            Problem(
+                "session_ng.E002",
+                f"SESSION_NG has unknown keys: {', '.join(unknown)}.",
+                f"Known keys: {', '.join(sorted(DEFAULTS))}.",
+            )
+        )
+    url, alias = conf.raw("REDIS_URL"), conf.raw("CACHE_ALIAS")
+    if bool(url) == bool(alias):
+        found.append(
+            Problem(
+                "session_ng.E003",
+                "Set exactly one of SESSION_NG['REDIS_URL'] and SESSION_NG['CACHE_ALIAS'].",
+                "For example SESSION_NG = {'REDIS_URL': 'redis://127.0.0.1:6379/0'}.",
+            )
+        )
+    # A Cluster may be given several startup nodes: a list of URLs.
+    urls = list(url) if conf.raw("CLUSTER") and isinstance(url, list | tuple) else [url]
+    if url and not all(isinstance(u, str) and u.startswith(REDIS_URL_SCHEMES) for u in urls):
+        found.append(
+            Problem(
+                "session_ng.E004",
+                f"SESSION_NG['REDIS_URL'] must be a redis://, rediss:// or unix:// URL "
+                f"(or, with CLUSTER, a list of them), not {url!r}.",
+            )
+        )
+    if alias:
+        caches = getattr(django_settings, "CACHES", {})
+        backend = str(caches.get(alias, {}).get("BACKEND", "")) if isinstance(alias, str) else ""
+        if not isinstance(alias, str) or alias not in caches:
+            found.append(
+                Problem("session_ng.E005", f"SESSION_NG['CACHE_ALIAS'] {alias!r} is not in CACHES.")
+            )
+        elif not backend.startswith("django_redis."):
+            found.append(
+                Problem(
+                    "session_ng.E006",
+                    f"CACHES[{alias!r}] must use django-redis (django_redis.cache.RedisCache), "
+                    f"not {backend!r}.",
+                    "session_ng reuses that cache's connection pool; Django's own "
+                    "RedisCache does not expose one.",
+                )
+            )
+    if not isinstance(conf.raw("NAMESPACE"), str) or not NAMESPACE_RE.fullmatch(
+        conf.raw("NAMESPACE")
+    ):
+        found.append(
+            Problem(
+                "session_ng.E007",
+                f"SESSION_NG['NAMESPACE'] must match {NAMESPACE_RE.pattern}, "
+                f"not {conf.raw('NAMESPACE')!r}.",
+            )
+        )
+    resolvers = conf.raw("ID_RESOLVERS")
+    if (
+        not isinstance(resolvers, list | tuple)
+        or not resolvers
+        or any(r not in KNOWN_RESOLVERS for r in resolvers)
+        or len(set(resolvers)) != len(resolvers)
+    ):
+        found.append(
+            Problem(
+                "session_ng.E008",
+                f"SESSION_NG['ID_RESOLVERS'] must be a non-empty list of distinct values "
+                f"from {KNOWN_RESOLVERS}, not {resolvers!r}.",
+            )
+        )
+    max_aliases = conf.raw("MAX_ALIASES")
+    if not isinstance(max_aliases, int) or isinstance(max_aliases, bool) or max_aliases < 1:
+        found.append(
+            Problem("session_ng.E009", "SESSION_NG['MAX_ALIASES'] must be a positive integer.")
+        )
+    timeout = conf.raw("SOCKET_TIMEOUT")
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        found.append(
+            Problem("session_ng.E010", "SESSION_NG['SOCKET_TIMEOUT'] must be a positive number.")
+        )
+    header = conf.raw("HEADER_NAME")
+    if not isinstance(header, str) or not HEADER_NAME_RE.fullmatch(header):
+        found.append(
+            Problem(
+                "session_ng.E013",
+                f"SESSION_NG['HEADER_NAME'] must be an HTTP header name, not {header!r}.",
+            )
+        )
+    param = conf.raw("ALIAS_PARAM")
+    if param is not None and (not isinstance(param, str) or not ALIAS_PARAM_RE.fullmatch(param)):
+        found.append(
+            Problem(
+                "session_ng.E014",
+                f"SESSION_NG['ALIAS_PARAM'] must be None or a query parameter name "
+                f"matching {ALIAS_PARAM_RE.pattern}, not {param!r}.",
+            )
+        )
+    code = conf.raw("WEBSOCKET_CLOSE_CODE")
+    if (
+        not isinstance(code, int)
+        or isinstance(code, bool)
+        or not 1000 <= code <= 4999
+        or code in UNSENDABLE_CLOSE_CODES
+    ):
+        found.append(
+            Problem(
+                "session_ng.E015",
+                f"SESSION_NG['WEBSOCKET_CLOSE_CODE'] must be a websocket close code an "
+                f"application may send (an integer from 1000 to 4999, not 1004, 1005, "
+                f"1006 or 1015), not {code!r}.",
+                "3000-4999 are for applications, and every server sends them as given.",
+            )
+        )
+    interval = conf.raw("WEBSOCKET_REFRESH_INTERVAL")
+    if interval is not None and not is_seconds(interval):
+        found.append(
+            Problem(
+                "session_ng.E016",
+                f"SESSION_NG['WEBSOCKET_REFRESH_INTERVAL'] must be None or a number of "
+                f"seconds, 0 or more, not {interval!r}.",
+            )
+        )
+    period = conf.raw("RENEWAL_PERIOD")
+    if period is not None and not is_renewal_period(period):
+        found.append(
+            Problem(
+                "session_ng.E018",
+                f"SESSION_NG['RENEWAL_PERIOD'] must be None or a number of seconds from 0 "
+                f"to {MAX_RENEWAL_PERIOD}, not {period!r}.",
+                "None renews at most once a minute, or once per hundredth of the idle "
+                "timeout when that is shorter.",
+            )
+        )
+    anonymous = conf.raw("ANONYMOUS_MAX_INACTIVE")
+    if anonymous is not None and (
+        not isinstance(anonymous, int) or isinstance(anonymous, bool) or anonymous < 1
+    ):
+        found.append(
+            Problem(
+                "session_ng.E020",
+                f"SESSION_NG['ANONYMOUS_MAX_INACTIVE'] must be None or a positive number "
+                f"of seconds (an integer), not {anonymous!r}.",
+            )
+        )
+    if conf.raw("CLUSTER") and alias:
+        found.append(
+            Problem(
+                "session_ng.E011",
+                "SESSION_NG['CLUSTER'] needs REDIS_URL; django-redis has no cluster client.",
+            )
+        )
+    return found

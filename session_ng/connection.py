@@ -23,8 +23,7 @@ from django.conf import settings as django_settings
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from session_ng.checks import settings_problems
-from session_ng.conf import conf
+from session_ng.conf import conf, settings_problems
 from session_ng.exceptions import SessionNgImproperlyConfigured
 
 # A broken pooled connection (Redis restarted, failover) is retried once,

@@ -28,8 +28,11 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 import redis.exceptions
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from session_ng import keys, repository
+from session_ng.attributes import decode_all
 from session_ng.conf import conf
 from session_ng.connection import get_client
 from session_ng.exceptions import SessionStoreUnavailable
@@ -445,11 +448,9 @@ class Worker:
 # --- publishing and delivering ends (the worker's, and clear_expired()'s) ------
 
 
-def _store() -> Any:
-    # Imported here: the backend imports this module for clear_expired().
-    from session_ng.backends.redis import SessionStore
-
-    return SessionStore()
+def _serializer() -> Any:
+    """SESSION_SERIALIZER, as the session store uses it."""
+    return import_string(settings.SESSION_SERIALIZER)()
 
 
 def entry_fields(
@@ -461,20 +462,11 @@ def entry_fields(
     can read it too."""
     data: dict[str, Any] = {}
     user = ""
-    store = _store()
+    serializer = _serializer()
     if isinstance(record, Record):
-        data = store.decode_attributes(record)
+        data = decode_all(serializer, record)
         user = record.user or ""
-    return [
-        "kind",
-        kind,
-        "session",
-        session_key,
-        "user",
-        user,
-        "data",
-        store.serializer().dumps(data),
-    ]
+    return ["kind", kind, "session", session_key, "user", user, "data", serializer.dumps(data)]
 
 
 def _event(end: repository.StreamEnd, serializer: Any) -> dict[str, Any]:
@@ -554,7 +546,7 @@ def deliver_ends(
     unacknowledged for that many seconds are taken over first. Stops after
     about ``limit`` entries (None: when none is left)."""
     ns = conf.snapshot().namespace
-    serializer = _store().serializer()
+    serializer = _serializer()
     sent = 0
     reads = _reads(redeliver_after, limit)
     try:
@@ -584,7 +576,7 @@ async def adeliver_ends(
     consumer: str, redeliver_after: float | None = None, limit: int | None = None
 ) -> int:
     ns = conf.snapshot().namespace
-    serializer = _store().serializer()
+    serializer = _serializer()
     sent = 0
     reads = _reads(redeliver_after, limit)
     try:

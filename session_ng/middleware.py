@@ -44,9 +44,9 @@ from session_ng.aliases import (
     query_without,
 )
 from session_ng.backends.redis import SessionStore as RedisSessionStore
-from session_ng.backends.redis import now_ms
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.repository import now_ms
 
 logger = logging.getLogger("session_ng")
 

@@ -407,6 +407,11 @@ async def arun(operation: Operation[R]) -> R:
 # --- records -----------------------------------------------------------------
 
 
+def now_ms() -> int:
+    """The clock every record and plan is dated by (epoch milliseconds)."""
+    return time.time_ns() // 1_000_000
+
+
 @dataclass
 class Record:
     """A session as Redis holds it, attributes still serialized."""

@@ -15,8 +15,8 @@ from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest
 
-from session_ng.aliases import DEFAULT_ALIAS, is_valid_alias, parse_cookie
 from session_ng.conf import conf
+from session_ng.ids import DEFAULT_ALIAS, is_valid_alias, parse_cookie
 from session_ng.keys import is_valid_session_key
 
 COOKIE = "cookie"

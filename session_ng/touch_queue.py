@@ -21,8 +21,8 @@ import asyncio
 import weakref
 
 from session_ng import repository
-from session_ng.backends.redis import now_ms
 from session_ng.conf import conf
+from session_ng.repository import now_ms
 
 
 class TouchQueue:

@@ -151,7 +151,8 @@ def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
 ) -> None:
     from harness.redis_topologies import kill
     from session_ng import repository
-    from session_ng.backends.redis import new_session_key, now_ms
+    from session_ng.backends.redis import new_session_key
+    from session_ng.repository import now_ms
 
     age_ms = 1_209_660_000  # the idle timeout and its renewal period
     # Not within 3 s of the minute the save files the session under turning.

@@ -70,7 +70,7 @@ def test_reads_that_do_not_slide_the_timer_still_renew(settings, r: redis.Redis)
 
 async def test_websocket_touches_do_not_stand_in_for_a_renewal(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
     from session_ng import repository
-    from session_ng.backends.redis import now_ms
+    from session_ng.repository import now_ms
 
     settings.SESSION_COOKIE_AGE = AGE
     client = AsyncClient()

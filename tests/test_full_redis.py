@@ -121,7 +121,7 @@ def test_signed_in_reads_work_when_redis_is_full(small_redis: redis.Redis) -> No
 def test_a_websocket_refresh_works_when_redis_is_full(small_redis: redis.Redis) -> None:
     """SessionRefreshMixin's refresh (a forced touch) takes no memory."""
     from session_ng import repository
-    from session_ng.backends.redis import now_ms
+    from session_ng.repository import now_ms
 
     key = logged_in("43")
     name = keys.session_hash(NS, key)

@@ -10,8 +10,9 @@ import redis
 from django.core.management import call_command
 
 from session_ng import keys, repository
-from session_ng.backends.redis import SessionStore, now_ms
+from session_ng.backends.redis import SessionStore
 from session_ng.events import entry_fields
+from session_ng.repository import now_ms
 
 NS = "session_ng"
 

@@ -7,12 +7,10 @@ attributes whose serialized value changed), none when nothing changed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -29,13 +27,20 @@ from django.core import signing
 from django.utils import timezone
 
 from session_ng import migration, repository
-from session_ng.attributes import UNDECODED, LazyAttributes, raw_items
+from session_ng.attributes import (
+    UNDECODED,
+    USER_KEY,
+    LazyAttributes,
+    decode_all,
+    decode_value,
+    raw_items,
+)
 from session_ng.conf import conf
+from session_ng.events import asweep_and_report, sweep_and_report
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
-from session_ng.repository import Corrupt, Record, SavePlan
+from session_ng.repository import Corrupt, Record, SavePlan, now_ms
 from session_ng.signals import session_created, session_deleted, session_rotated
-from session_ng.users import user_pk
 
 R = TypeVar("R")
 logger = logging.getLogger("session_ng")
@@ -43,7 +48,6 @@ security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 # Where Django keeps a custom expiry and the logged-in user inside the session.
 EXPIRY_KEY = "_session_expiry"
-USER_KEY = "_auth_user_id"
 
 # A negative ``set_expiry()`` value makes a session that never expires on the
 # server. Browsers cap a cookie's life at 400 days, so that is what the cookie
@@ -88,44 +92,6 @@ def normal_expiry(expiry: Any, aware: bool | None = None) -> Any:
     return None
 
 
-def _decoded(serializer: Any, record: Record, name: str) -> Any:
-    """One stored attribute of ``record``, deserialized; KeyError (logged)
-    when it cannot be, or when it is ``_auth_user_id`` and no user id."""
-    try:
-        value = serializer.loads(record.attributes[name])
-    except Exception:
-        # Dropped from this request only: the stored field is left as it is
-        # (a later save writes it only if the view sets it).
-        what = "could not be decoded"
-    else:
-        if name != USER_KEY or _valid_user_id(value):
-            return value
-        # Django's auth would fail the request on it (its own engines sign
-        # their data; Redis does not): dropped like an undecodable value.
-        what = "is no user id"
-    security_logger.warning(
-        "Session data corrupted: attribute %r of session %s %s",
-        name,
-        record.session_key[:6] + "…",
-        what,
-    )
-    raise KeyError(name)
-
-
-def _valid_user_id(value: Any) -> bool:
-    """Whether ``value`` can be the user model's primary key (True when
-    django.contrib.auth is not installed: then nothing reads it)."""
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
-        from django.contrib.auth import get_user_model
-
-        model = get_user_model()
-    except (ImproperlyConfigured, LookupError):
-        return True
-    return user_pk(model, value) is not None
-
-
 # os.urandom bytes below 252 (= 7 * 36) map uniformly onto the 36 characters
 # Django uses for keys; the rest are discarded (rejection sampling, no bias).
 _KEY_TABLE = bytes(VALID_KEY_CHARS.encode()[i % 36] for i in range(256))
@@ -139,10 +105,6 @@ def new_session_key() -> str:
     while len(key) < KEY_LENGTH:
         key += os.urandom(KEY_LENGTH + 8).translate(_KEY_TABLE, _KEY_REJECT)
     return key[:KEY_LENGTH].decode()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # Values whose serialized form cannot change while the object stays the same.
@@ -546,7 +508,7 @@ class SessionStore(SessionBase):
         record = self._record
         assert record is not None
         try:
-            value = _decoded(self.serializer(), record, name)
+            value = decode_value(self.serializer(), record, name)
         except KeyError:
             del record.attributes[name]
             raise
@@ -555,12 +517,7 @@ class SessionStore(SessionBase):
 
     def decode_attributes(self, record: Record) -> dict[str, Any]:
         """Every attribute of ``record``, deserialized; undecodable ones dropped."""
-        serializer = self.serializer()
-        data: dict[str, Any] = {}
-        for name in record.attributes:
-            with contextlib.suppress(KeyError):  # dropped (and logged)
-                data[name] = _decoded(serializer, record, name)
-        return data
+        return decode_all(self.serializer(), record)
 
     # --- events --------------------------------------------------------------
 
@@ -1060,12 +1017,8 @@ class SessionStore(SessionBase):
     def clear_expired(cls) -> None:
         # The worker's own sweep: what it finds ended is reported
         # (session_expired), so a clearsessions cron never swallows an event.
-        from session_ng.events import sweep_and_report
-
         sweep_and_report(touch_current=True)
 
     @classmethod
     async def aclear_expired(cls) -> None:
-        from session_ng.events import asweep_and_report
-
         await asweep_and_report(touch_current=True)
