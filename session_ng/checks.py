@@ -71,7 +71,7 @@ def check_keyspace_notifications(app_configs: Any = None, **kwargs: Any) -> list
     """
     if settings_problems():
         return []  # the settings errors say what to fix first
-    from session_ng.events import probe_now, retryable
+    from session_ng.worker import probe_now, retryable
 
     try:
         missing = probe_now()
@@ -162,7 +162,7 @@ def check_memory_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     if settings_problems():
         return []
     from session_ng import repository
-    from session_ng.events import retryable
+    from session_ng.worker import retryable
 
     try:
         policies = repository.run(repository.memory_policies())

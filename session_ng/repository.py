@@ -175,8 +175,6 @@ UPDATE = Script("update")
 DELETE = Script("delete")
 SWEEP_MEMBER = Script("sweep_member")
 TOUCH = Script("touch")
-LOCK = Script("lock")
-UNLOCK = Script("unlock")
 INDEX_ADD = Script("index_add")
 RETIRE = Script("retire")
 CLAIM = Script("claim")
@@ -1791,14 +1789,11 @@ def touch_bucket(ns: str, minute: int) -> Operation[list[str]]:
     return [k for k, alive in zip(session_keys, replies, strict=True) if not alive]
 
 
-def hold_lock(ns: str, owner: str, ttl_ms: int) -> Operation[bool]:
-    held = yield Eval(LOCK, (keys.worker_lock(ns),), (owner, ttl_ms))
-    return bool(held)
-
-
-def release_lock(ns: str, owner: str) -> Operation[bool]:
-    released = yield Eval(UNLOCK, (keys.worker_lock(ns),), (owner,))
-    return bool(released)
+def sweep_lock(ns: str, ttl_ms: int) -> Any:
+    """The lock of the one worker that sweeps: redis-py's ``Lock`` (``SET NX
+    PX`` with the holder's token, renewed and released by its own scripts)
+    on the sync client, lasting ``ttl_ms`` unless renewed."""
+    return get_client().lock(keys.worker_lock(ns), timeout=ttl_ms / 1000, thread_local=False)
 
 
 # What the worker needs Redis to publish: E keyevent channel, g generic

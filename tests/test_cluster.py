@@ -186,7 +186,7 @@ def test_the_worker_waits_out_a_cluster_that_is_all_down(bare_cluster: RedisClus
     import threading
 
     from harness.redis_topologies import kill
-    from session_ng.events import Worker
+    from session_ng.worker import Worker
 
     worker = Worker(sweep_interval=0.2, lock_ttl=1.0)
     stop = threading.Event()
@@ -215,7 +215,7 @@ def test_the_worker_waits_out_a_cluster_that_is_all_down(bare_cluster: RedisClus
 
 
 def test_the_deploy_check_probes_every_primary(on_cluster: RedisCluster) -> None:
-    from session_ng.events import probe_now
+    from session_ng.worker import probe_now
 
     for node in on_cluster.get_primaries():
         node.redis_connection.config_set("notify-keyspace-events", "")

@@ -285,3 +285,16 @@ def test_the_worker_logs_on_stdout_when_logging_is_not_configured(
 
 def test_the_worker_is_quiet_at_verbosity_0(redis_server, log: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     assert run_unconfigured_worker(redis_server.url, log, tmp_path, "-v", "0") == ""
+
+
+def test_the_sweep_lock_holds_the_sweeping_workers_id(start, redis_server, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    worker = start(redis_server.url, lock_ttl=1.5)
+    worker.wait_for_log("took the sweep lock")
+    worker_id = worker.log().split("session_ng worker ", 1)[1].split(" ", 1)[0]
+    assert r.get(keys.worker_lock(NS)) == worker_id.encode()
+    # Renewed at every sweep (0.2 s here), never past --lock-ttl.
+    assert 0 < r.pttl(keys.worker_lock(NS)) <= 1500
+    time.sleep(1.6)
+    assert r.get(keys.worker_lock(NS)) == worker_id.encode()
+    assert worker.stop() == 0
+    assert r.exists(keys.worker_lock(NS)) == 0  # released on the way out

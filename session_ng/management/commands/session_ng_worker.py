@@ -22,7 +22,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from session_ng import repository
-from session_ng.events import REDELIVER_AFTER, Worker, logger
+from session_ng.events import REDELIVER_AFTER
+from session_ng.worker import Worker, logger
 
 
 class Command(BaseCommand):
