@@ -241,17 +241,18 @@ def prepare_sweep(size: Size, seed: int) -> DueSweep:
     two buckets at every size: theirs and the current minute's.
     """
     from bench.growth_fill import Session, save_sessions
-    from session_ng import keys, repository
+    from session_ng import keys
     from session_ng.conf import conf
-    from session_ng.repository import now_ms
+    from session_ng.store import records
+    from session_ng.store.records import now_ms
 
-    minute = now_ms() // repository.MINUTE_MS - 1
+    minute = now_ms() // records.MINUTE_MS - 1
     half = size.users // 2
     due = [
         # Ending in (minute - 1, minute] (epoch minutes): filed under minute.
         Session(
             user=half + 1 + j % (size.users - half),
-            ends=minute * repository.MINUTE_MS - 1_000 - 10 * j,
+            ends=minute * records.MINUTE_MS - 1_000 - 10 * j,
         )
         for j in range(DUE)
     ]
@@ -260,8 +261,8 @@ def prepare_sweep(size: Size, seed: int) -> DueSweep:
     # The sweep's clock: in the minute after theirs (so it walks exactly their
     # bucket and the next), and never ahead of Redis's clock, which expires
     # their shadow keys.
-    next_minute = (minute + 1) * repository.MINUTE_MS
-    now = max(min(now_ms(), next_minute + repository.MINUTE_MS - 1), next_minute + 1)
+    next_minute = (minute + 1) * records.MINUTE_MS
+    now = max(min(now_ms(), next_minute + records.MINUTE_MS - 1), next_minute + 1)
     time.sleep(0.005)  # their shadow keys were given 1 ms
     return DueSweep(minute, now)
 
@@ -542,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from django.db import connections
 
-        from session_ng import connection as session_ng_connection
+        from session_ng.store import client as session_ng_connection
 
         # Close what is open on the servers and the database before they go.
         stack.callback(connections.close_all)

@@ -2,7 +2,7 @@
 
 Every session goes through session_ng's real save path: the ``SavePlan`` that
 ``SessionStore`` builds for a new session (``SessionStore._plan``), executed
-by the ``repository.save`` operation (the save script with its bucket and user
+by the ``store_sessions.save`` operation (the save script with its bucket and user
 index writes). Only the driving differs from a request: the operations'
 script calls are pipelined, ``BATCH`` at a time, so that a million sessions
 take minutes rather than an hour of round trips.
@@ -35,11 +35,13 @@ import redis
 from django.conf import settings
 
 from bench.client import PROFILE
-from session_ng import keys, repository
+from session_ng import keys
 from session_ng.backends.redis import SessionStore, new_session_key
 from session_ng.client_info import CLIENT_KEY
 from session_ng.conf import conf
-from session_ng.repository import now_ms
+from session_ng.store import driver, records
+from session_ng.store import sessions as store_sessions
+from session_ng.store.records import now_ms
 
 BATCH = 1000
 SESSIONS_PER_USER = 5
@@ -54,7 +56,7 @@ USER_AGENT = (
 BACKEND = "django.contrib.auth.backends.ModelBackend"
 # Scripts the measured operations run, loaded before the memory baseline so that
 # Redis's script cache is not charged to the sessions.
-SCRIPTS = (repository.TOUCH, repository.SAVE, repository.UPDATE, repository.SWEEP_MEMBER)
+SCRIPTS = (driver.TOUCH, driver.SAVE, driver.UPDATE, driver.SWEEP_MEMBER)
 
 
 @dataclass(frozen=True)
@@ -93,26 +95,26 @@ def session_data(user: int, rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _plan(session_key: str, session: Session, rng: random.Random) -> repository.SavePlan:
+def _plan(session_key: str, session: Session, rng: random.Random) -> records.SavePlan:
     store = SessionStore(session_key)
     plan = store._plan(session_data(session.user, rng), create=True)
     assert plan is not None  # a creation always writes
     accessed = session.ends - plan.max_inactive * 1000
-    return dataclasses.replace(plan, now=accessed, bucket=repository.bucket_minute(session.ends))
+    return dataclasses.replace(plan, now=accessed, bucket=records.bucket_minute(session.ends))
 
 
-def _finish(operation: repository.Operation[str], reply: Any) -> str:
+def _finish(operation: driver.Operation[str], reply: Any) -> str:
     try:
         operation.send(reply)
     except StopIteration as done:
         return str(done.value)
-    raise RuntimeError("repository.save wanted a second step")
+    raise RuntimeError("store_sessions.save wanted a second step")
 
 
 def save_sessions(client: redis.Redis, sessions: Sequence[Session], seed: int) -> list[str]:
-    """Write ``sessions`` through ``repository.save``, pipelined; their keys."""
+    """Write ``sessions`` through ``store_sessions.save``, pipelined; their keys."""
     ns = conf.snapshot().namespace
-    grace = repository.GRACE_MS
+    grace = records.GRACE_MS
     rng = random.Random(seed)
     session_keys: list[str] = []
     for start in range(0, len(sessions), BATCH):
@@ -122,10 +124,10 @@ def save_sessions(client: redis.Redis, sessions: Sequence[Session], seed: int) -
         batch_keys = []
         for session in chunk:
             session_key = new_session_key()
-            operation = repository.save(ns, _plan(session_key, session, rng))
+            operation = store_sessions.save(ns, _plan(session_key, session, rng))
             step = next(operation)
-            if not isinstance(step, repository.Eval):
-                raise RuntimeError("repository.save did not start with its script (Cluster?)")
+            if not isinstance(step, driver.Eval):
+                raise RuntimeError("store_sessions.save did not start with its script (Cluster?)")
             pipe.execute_command("EVALSHA", step.script.sha, len(step.keys), *step.keys, *step.args)
             operations.append(operation)
             batch_keys.append(session_key)

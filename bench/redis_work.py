@@ -93,10 +93,10 @@ class Callgrind:
 def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str, dict[str, float]]:
     from bench.engines import CACHE, CACHE_SLIDING, OURS, activate
     from bench.measure import KINDS, scenarios
-    from session_ng import repository
     from session_ng.backends.redis import SessionStore
     from session_ng.conf import conf
-    from session_ng.repository import now_ms
+    from session_ng.store import driver, sessions
+    from session_ng.store.records import now_ms
 
     figures: dict[str, dict[str, float]] = {}
     for engine in (CACHE, CACHE_SLIDING, OURS):
@@ -118,7 +118,7 @@ def measure(counter: Callgrind, redis_url: str, user_pks: list[int]) -> dict[str
     assert key is not None
 
     def touch() -> None:
-        repository.run(repository.touch(conf.snapshot().namespace, key, now_ms()))
+        driver.run(sessions.touch(conf.snapshot().namespace, key, now_ms()))
 
     for _ in range(WARMUP):
         touch()

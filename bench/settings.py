@@ -90,10 +90,10 @@ def prepared(redis_url: str, redis_port: int, db_path: Path) -> Iterator[list[in
     from django.db import connections
 
     from bench.client import prepare_login
-    from session_ng import connection
+    from session_ng.store import client
 
     try:
         yield prepare_login()
     finally:
-        connection.reset()
+        client.reset()
         connections.close_all()

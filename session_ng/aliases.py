@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from session_ng import repository
 from session_ng.backends.redis import SessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import TooManySessions
@@ -27,8 +26,10 @@ from session_ng.ids import (
     parse_cookie,
     query_without,
 )
-from session_ng.repository import Glance
 from session_ng.resolvers import Resolution
+from session_ng.store import driver
+from session_ng.store import sessions as store_sessions
+from session_ng.store.sessions import Glance
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -185,7 +186,7 @@ class SessionManager:
         if isinstance(session, SessionStore):
             return self._sort_out(keys, session.glance(list(keys.values())))
         return self._sort_out(
-            keys, repository.run(repository.peek(conf.snapshot().namespace, list(keys.values())))
+            keys, driver.run(store_sessions.peek(conf.snapshot().namespace, list(keys.values())))
         )
 
     async def aglances(self) -> dict[str, Glance]:
@@ -197,7 +198,7 @@ class SessionManager:
             return self._sort_out(keys, await session.aglance(list(keys.values())))
         return self._sort_out(
             keys,
-            await repository.arun(repository.peek(conf.snapshot().namespace, list(keys.values()))),
+            await driver.arun(store_sessions.peek(conf.snapshot().namespace, list(keys.values()))),
         )
 
     def _sort_out(self, keys: dict[str, str], alive: dict[str, Glance]) -> dict[str, Glance]:

@@ -16,11 +16,12 @@ from django.conf import settings
 from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
-from session_ng import repository
 from session_ng.backends.redis import SessionStore
 from session_ng.client_info import CLIENT_KEY
 from session_ng.conf import conf
 from session_ng.keys import is_valid_session_key
+from session_ng.store import driver, sessions
+from session_ng.store import records as store_records
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,11 @@ def _when(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def _info(record: repository.Record) -> SessionInfo:
+def _info(record: store_records.Record) -> SessionInfo:
     # The end it has now (idle timeout and renewal period included): when it
     # ends unless it is used again.
-    period = repository.renewal_period_ms(record.max_inactive, conf.snapshot().renewal_period_ms)
-    end = repository.ends_at(record, period)
+    period = store_records.renewal_period_ms(record.max_inactive, conf.snapshot().renewal_period_ms)
+    end = store_records.ends_at(record, period)
     expires = None if end is None else _when(end)
     client = _client(record.attributes.get(CLIENT_KEY))
     return SessionInfo(
@@ -105,7 +106,7 @@ def _client(raw: bytes | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _sorted(records: list[repository.Record]) -> list[SessionInfo]:
+def _sorted(records: list[store_records.Record]) -> list[SessionInfo]:
     # Most recently used first, as such pages usually show them.
     return [_info(r) for r in sorted(records, key=lambda r: r.accessed, reverse=True)]
 
@@ -139,15 +140,11 @@ async def aget_session(session_key: str) -> SessionStore | None:
 
 def find_sessions(user: Any) -> list[SessionInfo]:
     """``user``'s live sessions (a user instance or a primary key)."""
-    return _sorted(
-        repository.run(repository.user_sessions(conf.snapshot().namespace, _user_id(user)))
-    )
+    return _sorted(driver.run(sessions.user_sessions(conf.snapshot().namespace, _user_id(user))))
 
 
 async def afind_sessions(user: Any) -> list[SessionInfo]:
-    records = await repository.arun(
-        repository.user_sessions(conf.snapshot().namespace, _user_id(user))
-    )
+    records = await driver.arun(sessions.user_sessions(conf.snapshot().namespace, _user_id(user)))
     return _sorted(records)
 
 
@@ -160,7 +157,7 @@ def delete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> in
     than when they next fail Django's session-hash check.
     """
     ended = _to_end(
-        repository.run(repository.user_sessions(conf.snapshot().namespace, _user_id(user))), exclude
+        driver.run(sessions.user_sessions(conf.snapshot().namespace, _user_id(user))), exclude
     )
     for record in ended:
         _store_for(record).delete()
@@ -168,9 +165,7 @@ def delete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> in
 
 
 async def adelete_sessions(user: Any, exclude: str | Iterable[str] | None = None) -> int:
-    records = await repository.arun(
-        repository.user_sessions(conf.snapshot().namespace, _user_id(user))
-    )
+    records = await driver.arun(sessions.user_sessions(conf.snapshot().namespace, _user_id(user)))
     ended = _to_end(records, exclude)
     for record in ended:
         await _store_for(record).adelete()
@@ -178,13 +173,13 @@ async def adelete_sessions(user: Any, exclude: str | Iterable[str] | None = None
 
 
 def _to_end(
-    records: list[repository.Record], exclude: str | Iterable[str] | None
-) -> list[repository.Record]:
+    records: list[store_records.Record], exclude: str | Iterable[str] | None
+) -> list[store_records.Record]:
     keep = _excluded(exclude)
     return [r for r in records if r.session_key not in keep]
 
 
-def _store_for(record: repository.Record) -> SessionStore:
+def _store_for(record: store_records.Record) -> SessionStore:
     """A store that already knows the session's user and bucket (read with the
     index), so deleting it takes one round trip and no fix-up."""
     return SessionStore.for_record(record)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from session_ng.users import user_pk
 
 if TYPE_CHECKING:
-    from session_ng.repository import Record
+    from session_ng.store.records import Record
 
 security_logger = logging.getLogger("django.security.SuspiciousSession")
 # Django's own key for the signed-in user's id (django.contrib.auth.SESSION_KEY).

@@ -35,7 +35,7 @@ from django.core.exceptions import SuspiciousOperation
 from django.core.handlers.asgi import ASGIRequest
 from django.utils.http import http_date
 
-from session_ng import repository, touch_queue
+from session_ng import touch_queue
 from session_ng.aliases import (
     DEFAULT_ALIAS,
     SessionManager,
@@ -47,9 +47,11 @@ from session_ng.backends.redis import SessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import TooManySessions
 from session_ng.middleware import INTERRUPTED_MESSAGE, renewal_due
-from session_ng.repository import now_ms
 from session_ng.resolvers import Resolution
 from session_ng.socket_groups import group_name
+from session_ng.store import driver
+from session_ng.store import sessions as store_sessions
+from session_ng.store.records import now_ms
 from session_ng.users import user_pk
 
 Scope = dict[str, Any]
@@ -504,8 +506,10 @@ class SessionRefreshMixin:
         key = self._session_ng_due()
         if key is not None:
             snap = conf.snapshot()
-            alive = repository.run(
-                repository.touch(snap.namespace, key, now_ms(), snap.renewal_period_ms, force=True)
+            alive = driver.run(
+                store_sessions.touch(
+                    snap.namespace, key, now_ms(), snap.renewal_period_ms, force=True
+                )
             )
             if not alive:
                 return self._session_ng_close()

@@ -161,11 +161,11 @@ def check_memory_policy(app_configs: Any = None, **kwargs: Any) -> list[CheckMes
     """
     if settings_problems():
         return []
-    from session_ng import repository
+    from session_ng.store import driver, notify
     from session_ng.worker import retryable
 
     try:
-        policies = repository.run(repository.memory_policies())
+        policies = driver.run(notify.memory_policies())
     except Exception as exc:
         if not retryable(exc):
             raise

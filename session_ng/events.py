@@ -4,7 +4,7 @@ delivering them as signals (the worker's, and ``clear_expired()``'s).
 An end the worker or ``clearsessions`` finds is published (an entry of the
 Redis Stream ``NS:events``, then claimed with the entry's id), and delivered
 through the consumer group: its signal sent, the entry acknowledged (see
-``repository`` and docs/events.rst). The worker's loop is ``session_ng.worker``.
+``session_ng.store.expiry`` and docs/events.rst). The worker's loop is ``session_ng.worker``.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from session_ng import repository
 from session_ng.attributes import decode_all
 from session_ng.conf import conf
-from session_ng.repository import Record
 from session_ng.signals import session_deleted, session_expired
+from session_ng.store import driver, expiry, records
+from session_ng.store.records import Record
 
 logger = logging.getLogger("session_ng.worker")
 
@@ -48,7 +48,7 @@ def _serializer() -> Any:
 
 
 def entry_fields(
-    kind: str, session_key: str, record: Record | repository.Corrupt | None
+    kind: str, session_key: str, record: Record | records.Corrupt | None
 ) -> list[str | bytes]:
     """The fields of an end's stream entry (docs/events.rst, "The event
     stream"): what the signal will carry, with the data encoded by
@@ -63,7 +63,7 @@ def entry_fields(
     return ["kind", kind, "session", session_key, "user", user, "data", serializer.dumps(data)]
 
 
-def _event(end: repository.StreamEnd, serializer: Any) -> dict[str, Any]:
+def _event(end: expiry.StreamEnd, serializer: Any) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if end.data:
         try:
@@ -97,20 +97,20 @@ def _signal(kind: str) -> Any:
 def publish_ends(session_keys: Sequence[str], kind: str) -> int:
     """Put the ends of ``session_keys`` ("expired" or "deleted") in the event
     stream, each once however many publish it; how many were appended."""
-    return repository.run(
-        repository.publish_ends(conf.snapshot().namespace, kind, session_keys, entry_fields)
+    return driver.run(
+        expiry.publish_ends(conf.snapshot().namespace, kind, session_keys, entry_fields)
     )
 
 
 async def apublish_ends(session_keys: Sequence[str], kind: str) -> int:
-    return await repository.arun(
-        repository.publish_ends(conf.snapshot().namespace, kind, session_keys, entry_fields)
+    return await driver.arun(
+        expiry.publish_ends(conf.snapshot().namespace, kind, session_keys, entry_fields)
     )
 
 
 def _reads(
     redeliver_after: float | None, limit: int | None
-) -> Generator[tuple[int | None, str], repository.Taken, None]:
+) -> Generator[tuple[int | None, str], expiry.Taken, None]:
     """The reads of one delivery, as (reclaim idle ms or None, cursor): with
     ``redeliver_after``, first the entries dead consumers left (through the
     whole pending list), then the new ones, until none is left or about
@@ -146,13 +146,13 @@ def deliver_ends(
     try:
         reclaim, cursor = next(reads)
         while True:
-            taken = repository.run(
-                repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
+            taken = driver.run(
+                expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
             )
             done: str | None = None
             for end in taken.ends:
                 # Acknowledge the last one sent; send this one if still ours.
-                mine = repository.run(repository.turn(ns, consumer, done, end.entry_id))
+                mine = driver.run(expiry.turn(ns, consumer, done, end.entry_id))
                 done = None
                 if mine:
                     event = _event(end, serializer)
@@ -160,7 +160,7 @@ def deliver_ends(
                     _log_outcome(end.kind, event, results)
                     done, sent = end.entry_id, sent + 1
             if done is not None:
-                repository.run(repository.turn(ns, consumer, done, None))
+                driver.run(expiry.turn(ns, consumer, done, None))
             reclaim, cursor = reads.send(taken)
     except StopIteration:
         return sent
@@ -176,12 +176,12 @@ async def adeliver_ends(
     try:
         reclaim, cursor = next(reads)
         while True:
-            taken = await repository.arun(
-                repository.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
+            taken = await driver.arun(
+                expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
             )
             done: str | None = None
             for end in taken.ends:
-                mine = await repository.arun(repository.turn(ns, consumer, done, end.entry_id))
+                mine = await driver.arun(expiry.turn(ns, consumer, done, end.entry_id))
                 done = None
                 if mine:
                     event = _event(end, serializer)
@@ -189,17 +189,17 @@ async def adeliver_ends(
                     _log_outcome(end.kind, event, results)
                     done, sent = end.entry_id, sent + 1
             if done is not None:
-                await repository.arun(repository.turn(ns, consumer, done, None))
+                await driver.arun(expiry.turn(ns, consumer, done, None))
             reclaim, cursor = reads.send(taken)
     except StopIteration:
         return sent
 
 
-def _ended(report: repository.SweepReport) -> list[str]:
+def _ended(report: expiry.SweepReport) -> list[str]:
     return [e.session_key for e in report.expired] + report.vanished
 
 
-def _log_sweep(report: repository.SweepReport, published: int) -> None:
+def _log_sweep(report: expiry.SweepReport, published: int) -> None:
     if report.buckets or published or report.refiled:
         logger.debug(
             "swept %d buckets: %d ended, %d re-filed, %d dropped",
@@ -222,10 +222,10 @@ def sweep_and_publish(now: int | None = None, touch_current: bool = False) -> in
     """
     ns = conf.snapshot().namespace
     now = int(time.time() * 1000) if now is None else now
-    report = repository.run(repository.sweep(ns, now, entry_fields))
+    report = driver.run(expiry.sweep(ns, now, entry_fields))
     published = report.published
     if touch_current:
-        ended = repository.run(repository.touch_bucket(ns, repository.bucket_minute(now)))
+        ended = driver.run(expiry.touch_bucket(ns, records.bucket_minute(now)))
         published += publish_ends(ended, "expired")
     _log_sweep(report, published)
     return published
@@ -234,10 +234,10 @@ def sweep_and_publish(now: int | None = None, touch_current: bool = False) -> in
 async def asweep_and_publish(now: int | None = None, touch_current: bool = False) -> int:
     ns = conf.snapshot().namespace
     now = int(time.time() * 1000) if now is None else now
-    report = await repository.arun(repository.sweep(ns, now, entry_fields))
+    report = await driver.arun(expiry.sweep(ns, now, entry_fields))
     published = report.published
     if touch_current:
-        ended = await repository.arun(repository.touch_bucket(ns, repository.bucket_minute(now)))
+        ended = await driver.arun(expiry.touch_bucket(ns, records.bucket_minute(now)))
         published += await apublish_ends(ended, "expired")
     _log_sweep(report, published)
     return published
@@ -255,14 +255,12 @@ def sweep_and_report(now: int | None = None, touch_current: bool = False) -> int
     were sent."""
     sweep_and_publish(now, touch_current)
     sent = deliver_ends(CLEARSESSIONS_CONSUMER, REDELIVER_AFTER)
-    repository.run(repository.trim_events(conf.snapshot().namespace, int(time.time() * 1000)))
+    driver.run(expiry.trim_events(conf.snapshot().namespace, int(time.time() * 1000)))
     return sent
 
 
 async def asweep_and_report(now: int | None = None, touch_current: bool = False) -> int:
     await asweep_and_publish(now, touch_current)
     sent = await adeliver_ends(CLEARSESSIONS_CONSUMER, REDELIVER_AFTER)
-    await repository.arun(
-        repository.trim_events(conf.snapshot().namespace, int(time.time() * 1000))
-    )
+    await driver.arun(expiry.trim_events(conf.snapshot().namespace, int(time.time() * 1000)))
     return sent

@@ -22,10 +22,10 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from session_ng import repository
 from session_ng.conf import conf
 from session_ng.migration import Batch, Source
-from session_ng.repository import SavePlan
+from session_ng.store import driver, sessions
+from session_ng.store.records import SavePlan
 
 # The most worker processes the command starts unless told otherwise.
 DEFAULT_PROCESSES_CAP = 4
@@ -121,7 +121,7 @@ def import_all(
             written = None
             if pending is not None:
                 written = pending[0], pending[1].result()
-            pending = plans, writer.submit(repository.run, repository.import_sessions(ns, plans))
+            pending = plans, writer.submit(driver.run, sessions.import_sessions(ns, plans))
             if written is not None:
                 # While Redis saves this batch, the last one leaves the old store.
                 record(*written)
@@ -166,7 +166,7 @@ def _work(raw: Any, dry_run: bool) -> _Done:
     if dry_run:
         in_redis, imported, already = [], len(plans), 0
     else:
-        statuses = repository.run(repository.import_sessions(conf.snapshot().namespace, plans))
+        statuses = driver.run(sessions.import_sessions(conf.snapshot().namespace, plans))
         in_redis = [plan.session_key for plan in plans]
         imported = statuses.count("ok")
         already = len(statuses) - imported

@@ -46,7 +46,7 @@ from session_ng.aliases import (
 from session_ng.backends.redis import SessionStore as RedisSessionStore
 from session_ng.conf import conf
 from session_ng.exceptions import SessionStoreUnavailable
-from session_ng.repository import now_ms
+from session_ng.store.records import now_ms
 
 logger = logging.getLogger("session_ng")
 

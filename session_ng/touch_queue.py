@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-from session_ng import repository
 from session_ng.conf import conf
-from session_ng.repository import now_ms
+from session_ng.store import driver, sessions
+from session_ng.store.records import now_ms
 
 
 class TouchQueue:
@@ -75,8 +75,8 @@ class TouchQueue:
         session_keys = list(batch)
         try:
             snap = conf.snapshot()
-            alive = await repository.arun(
-                repository.touch_many(
+            alive = await driver.arun(
+                sessions.touch_many(
                     snap.namespace, session_keys, now_ms(), snap.renewal_period_ms, force=True
                 )
             )

@@ -33,10 +33,11 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
-from session_ng import events, keys, repository
+from session_ng import events, keys
 from session_ng.conf import conf
-from session_ng.connection import get_client
 from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.store import driver, expiry, notify
+from session_ng.store.client import get_client
 
 logger = logging.getLogger("session_ng.worker")
 
@@ -44,7 +45,7 @@ logger = logging.getLogger("session_ng.worker")
 def retryable(exc: BaseException) -> bool:
     """Redis went away: from the pub/sub connection or a Cluster client (raw
     redis-py errors) or from an operation (already SessionStoreUnavailable)."""
-    return isinstance(exc, SessionStoreUnavailable) or repository.is_outage(exc)
+    return isinstance(exc, SessionStoreUnavailable) or driver.is_outage(exc)
 
 
 # Waits between reconnection attempts: 0.5 s, doubling up to 5 s.
@@ -72,7 +73,7 @@ def probe(
     """
     ns = conf.snapshot().namespace
     token = token or uuid.uuid4().hex
-    repository.run(repository.probe_notifications(ns, token))
+    driver.run(notify.probe_notifications(ns, token))
     expected = {
         "expired": keys.notification_probe(ns, token + ":x"),
         "del": keys.notification_probe(ns, token + ":d"),
@@ -115,7 +116,7 @@ def probe_now() -> list[str]:
     """The probe on a connection of its own (for the system check); on a
     Cluster, on every primary (what any of them lacks)."""
     client = get_client()
-    if repository.split_slots():
+    if driver.split_slots():
         client.nodes_manager.initialize()
         missing: set[str] = set()
         for node in client.get_primaries():
@@ -188,14 +189,14 @@ class Worker(events.Worker):
 
     def _serve(self, stop: threading.Event) -> None:
         client = get_client()
-        if repository.split_slots():
+        if driver.split_slots():
             return self._serve_cluster(client, stop)
         db = client.connection_pool.connection_kwargs.get("db", 0)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(*channels(db))
             self._check_notifications(pubsub, db)
-            repository.run(repository.ensure_group(conf.snapshot().namespace))
+            driver.run(expiry.ensure_group(conf.snapshot().namespace))
             logger.info("session_ng worker %s listening on db %s", self.id, db)
             next_sweep = 0.0
             while not stop.is_set():
@@ -229,7 +230,7 @@ class Worker(events.Worker):
         """
         listeners: dict[str, Any] = {}
         configured: set[str] = set()
-        repository.run(repository.ensure_group(conf.snapshot().namespace))
+        driver.run(expiry.ensure_group(conf.snapshot().namespace))
         try:
             next_sweep = next_layout = 0.0
             while not stop.is_set():
@@ -314,8 +315,8 @@ class Worker(events.Worker):
             current = str(
                 connection.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
             )
-            if repository.missing_flags(current):
-                wanted = current + repository.missing_flags(current)
+            if notify.missing_flags(current):
+                wanted = current + notify.missing_flags(current)
                 connection.config_set("notify-keyspace-events", wanted)
                 logger.info("set notify-keyspace-events to %r on %s", wanted, node.name)
         except redis.exceptions.ResponseError as exc:
@@ -334,9 +335,9 @@ class Worker(events.Worker):
             self._warn_if_missing(probe(pubsub, db, on_other=self._on_other))
             return
         try:
-            current = repository.run(repository.notification_flags())
-            if repository.missing_flags(current):
-                wanted = repository.run(repository.enable_notifications(current))
+            current = driver.run(notify.notification_flags())
+            if notify.missing_flags(current):
+                wanted = driver.run(notify.enable_notifications(current))
                 logger.info("set notify-keyspace-events to %r", wanted)
         except redis.exceptions.ResponseError as exc:
             # Managed Redis (ElastiCache, Memorystore) or an ACL may refuse
@@ -353,7 +354,7 @@ class Worker(events.Worker):
                 "expiries are seen only by the sweep, and deletes made outside session_ng "
                 "are reported late, as expiries.",
                 " and ".join(missing),
-                repository.NOTIFY_FLAGS,
+                notify.NOTIFY_FLAGS,
             )
 
     @contextlib.contextmanager
@@ -432,13 +433,13 @@ class Worker(events.Worker):
             self.leader = held
         if held:
             events.sweep_and_publish(touch_current=True)
-            repository.run(repository.trim_events(ns, int(time.time() * 1000)))
+            driver.run(expiry.trim_events(ns, int(time.time() * 1000)))
 
     def _hold_lock(self, ns: str) -> bool:
         """Take the sweep lock, or renew it for ``--lock-ttl`` when this worker
         holds it; whether it does now. Its value is this worker's id."""
         if self._lock is None:
-            self._lock = repository.sweep_lock(ns, self.lock_ttl_ms)
+            self._lock = expiry.sweep_lock(ns, self.lock_ttl_ms)
         if self.leader:
             try:
                 return bool(self._lock.reacquire())
@@ -451,8 +452,6 @@ class Worker(events.Worker):
             return
         # If Redis is gone, the lock runs out by itself; if it ran out, no
         # matter.
-        with contextlib.suppress(
-            LockError, SessionStoreUnavailable, *repository.UNAVAILABLE_ERRORS
-        ):
+        with contextlib.suppress(LockError, SessionStoreUnavailable, *driver.UNAVAILABLE_ERRORS):
             self._lock.release()
         self.leader = False

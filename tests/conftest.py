@@ -26,7 +26,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from harness.redis_server import RedisServer
-from session_ng import connection
+from session_ng.store import client as store_client
 from tests.topology import Topology, make_topology
 from tests.worker_process import WorkerProcess
 
@@ -95,7 +95,7 @@ def _session_ng_redis(topology: Topology) -> Iterator[None]:
     settings.SESSION_NG = {**topology.session_ng(), "ID_RESOLVERS": ["cookie", "header"]}
     topology.flush()
     yield
-    connection.reset()
+    store_client.reset()
 
 
 @pytest.fixture

@@ -15,10 +15,11 @@ from channels.generic.websocket import (
 )
 from channels.testing import WebsocketCommunicator
 
-from session_ng import keys, repository
+from session_ng import keys
 from session_ng.aliases import format_cookie
 from session_ng.backends.redis import SessionStore
 from session_ng.channels import AuthMiddlewareStack, SessionMiddlewareStack, SessionRefreshMixin
+from session_ng.store import driver
 
 # Channels closes stale database connections around every message.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,7 +30,7 @@ def _touch_script_loaded(r: redis.Redis) -> None:
     # A server's first touch sends touch.lua itself (NOSCRIPT, then EVAL): the
     # round trips counted below are those of a server that has it, whichever
     # test runs first.
-    r.script_load(repository.TOUCH.source)
+    r.script_load(driver.TOUCH.source)
 
 
 class AsyncEcho(SessionRefreshMixin, AsyncWebsocketConsumer):

@@ -150,15 +150,15 @@ def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
     bare_cluster: RedisClusterSet, caplog: pytest.LogCaptureFixture
 ) -> None:
     from harness.redis_topologies import kill
-    from session_ng import repository
     from session_ng.backends.redis import new_session_key
-    from session_ng.repository import now_ms
+    from session_ng.store import records
+    from session_ng.store.records import now_ms
 
     age_ms = 1_209_660_000  # the idle timeout and its renewal period
     # Not within 3 s of the minute the save files the session under turning.
     while (now_ms() + age_ms) % 60_000 > 57_000:
         time.sleep(0.5)
-    minute = repository.bucket_minute(now_ms() + age_ms)
+    minute = records.bucket_minute(now_ms() + age_ms)
     client = RedisCluster.from_url(bare_cluster.url)
     try:
         bucket_port = client.get_node_from_key(keys.expiration_bucket(NS, minute)).port

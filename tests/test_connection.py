@@ -7,8 +7,8 @@ from django.core.cache import caches
 from django_redis import get_redis_connection
 
 from harness.redis_server import RedisServer
-from session_ng import connection
 from session_ng.backends.redis import SessionStore
+from session_ng.store import client as store_client
 
 
 def django_redis_cache(url: str) -> dict[str, object]:
@@ -24,7 +24,7 @@ def django_redis_cache(url: str) -> dict[str, object]:
 def test_cache_alias_reuses_the_caches_connection_pool(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
     settings.CACHES = django_redis_cache(redis_server.url)
     settings.SESSION_NG = {"CACHE_ALIAS": "sessions"}
-    client = connection.get_client()
+    client = store_client.get_client()
     assert client.connection_pool is get_redis_connection("sessions").connection_pool
     s = SessionStore()
     s["a"] = 1
@@ -48,19 +48,19 @@ async def test_cache_alias_async_client_talks_to_the_same_server(settings) -> No
 
 
 def test_settings_changes_get_a_new_client(settings, redis_server) -> None:  # type: ignore[no-untyped-def]
-    first = connection.get_client()
-    assert connection.get_client() is first
+    first = store_client.get_client()
+    assert store_client.get_client() is first
     with RedisServer() as other:
         settings.SESSION_NG = {"REDIS_URL": other.url}
-        second = connection.get_client()
+        second = store_client.get_client()
         assert second is not first
         assert second.connection_pool.connection_kwargs["port"] == other.port
-        connection.reset()
+        store_client.reset()
 
 
 async def test_one_async_client_per_event_loop() -> None:
-    a = await connection.get_async_client()
-    assert await connection.get_async_client() is a
+    a = await store_client.get_async_client()
+    assert await store_client.get_async_client() is a
 
 
 async def test_cache_alias_with_a_comma_separated_location(settings, redis_server) -> None:  # type: ignore[no-untyped-def]

@@ -69,15 +69,15 @@ def test_reads_that_do_not_slide_the_timer_still_renew(settings, r: redis.Redis)
 
 
 async def test_websocket_touches_do_not_stand_in_for_a_renewal(settings, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
-    from session_ng import repository
-    from session_ng.repository import now_ms
+    from session_ng.store import driver, sessions
+    from session_ng.store.records import now_ms
 
     settings.SESSION_COOKIE_AGE = AGE
     client = AsyncClient()
     key = (await client.post("/api/session/", {"theme": "dark"})).cookies["sessionid"].value
     age_session(r, key, seconds=11)
     # A chat's messages slide the timer (and "accessed") without any cookie.
-    await repository.arun(repository.touch(NS, key, now_ms()))
+    await driver.arun(sessions.touch(NS, key, now_ms()))
     assert (await client.get("/api/session/")).cookies["sessionid"].value == key
 
 

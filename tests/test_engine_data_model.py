@@ -10,7 +10,7 @@ import redis
 
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
-from session_ng.repository import BUCKET_KEEP_MS, GRACE_MS
+from session_ng.store.records import BUCKET_KEEP_MS, GRACE_MS
 
 NS = "session_ng"
 AGE_MS = 1209600 * 1000  # Django's default SESSION_COOKIE_AGE
@@ -297,7 +297,7 @@ def test_a_value_that_cannot_be_decoded_is_dropped(
 
 
 def test_serialized_values_that_start_like_an_encoding_are_kept_apart() -> None:
-    from session_ng.repository import Record, attribute_fields, parse_record
+    from session_ng.store.records import Record, attribute_fields, parse_record
 
     for raw in (b"\x00abc", b"\x01", b"\x02\x01", b"", b"\x00" * 300):
         fields = attribute_fields("v", raw)

@@ -10,8 +10,9 @@ import pytest
 import redis
 from django.contrib.sessions.backends.base import UpdateError
 
-from session_ng import keys, repository
+from session_ng import keys
 from session_ng.backends.redis import SessionStore
+from session_ng.store import driver
 
 
 def stored(r: redis.Redis, session_key: str | None) -> dict[bytes, bytes]:
@@ -27,7 +28,7 @@ def test_save_writes_only_changed_attributes(r: redis.Redis, roundtrips) -> None
     t.load()
     t._session_cache = t.load()
     t["b"] = 20
-    r.script_load(repository.UPDATE.source)  # no NOSCRIPT round trip below
+    r.script_load(driver.UPDATE.source)  # no NOSCRIPT round trip below
     roundtrips.reset()
     t.save()
     (sent,) = roundtrips.commands

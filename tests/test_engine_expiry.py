@@ -10,7 +10,7 @@ import redis
 
 from session_ng import keys
 from session_ng.backends.redis import NEVER_EXPIRES_COOKIE_AGE, SessionStore
-from session_ng.repository import GRACE_MS
+from session_ng.store.records import GRACE_MS
 
 
 def hash_key(s: SessionStore) -> str:

@@ -8,10 +8,11 @@ import pytest
 from django.test import Client
 
 from harness.redis_server import RedisServer, free_port
-from session_ng import connection, keys
+from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from session_ng.middleware import UNAVAILABLE_MESSAGE
+from session_ng.store import client as store_client
 
 
 @pytest.fixture
@@ -107,7 +108,7 @@ def test_service_resumes_after_redis_restarts(settings) -> None:  # type: ignore
         assert SessionStore(t.session_key)["b"] == 2
     finally:
         server.stop()
-        connection.reset()
+        store_client.reset()
 
 
 async def test_asgi_requests_get_the_503_too(down: str) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from session_ng import events, keys, repository
+from session_ng import events, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.signals import session_deleted, session_expired
+from session_ng.store import driver, expiry, records
 from tests.worker_process import events as logged_events
 from tests.worker_process import wait_until
 
@@ -92,7 +93,7 @@ def test_an_entry_in_flight_at_a_crash_is_sent_again_by_whoever_takes_it_over(
     time.sleep(1.05)
     assert events.publish_ends([key], "expired") == 1
     # A consumer reads it and dies before acknowledging it.
-    ends = repository.run(repository.take_ends(NS, "dead", 10)).ends
+    ends = driver.run(expiry.take_ends(NS, "dead", 10)).ends
     assert [e.session_key for e in ends] == [key]
     # Another, not waiting long enough, leaves it alone ...
     assert events.deliver_ends("alive", redeliver_after=60) == 0
@@ -126,7 +127,7 @@ def test_an_entry_whose_publisher_died_before_claiming_is_claimed_and_sent(
 ) -> None:
     key = expiring("9", note="x")
     time.sleep(1.05)
-    record = repository.parse_record(key, r.hgetall(keys.session_hash(NS, key)))  # type: ignore[arg-type]
+    record = records.parse_record(key, r.hgetall(keys.session_hash(NS, key)))  # type: ignore[arg-type]
     entry = events.entry_fields("expired", key, record)
     entry_id = r.xadd(STREAM, dict(zip(entry[::2], entry[1::2], strict=True)))  # type: ignore[arg-type]
     assert events.deliver_ends("w") == 1
@@ -173,19 +174,19 @@ def test_the_stream_format_is_readable_outside_django(heard: Heard, r: redis.Red
     # Our group sends it; the stream keeps it until "audit" acknowledges too.
     assert events.deliver_ends("w") == 1
     now = int(time.time() * 1000)
-    assert repository.run(repository.trim_events(NS, now)) == 0
+    assert driver.run(expiry.trim_events(NS, now)) == 0
     assert r.xlen(STREAM) == 1
     r.xack(STREAM, "audit", entry_id)
-    assert repository.run(repository.trim_events(NS, now)) == 1
+    assert driver.run(expiry.trim_events(NS, now)) == 1
     assert r.xlen(STREAM) == 0
 
 
 def test_entries_nobody_read_for_a_day_are_trimmed(r: redis.Redis) -> None:
-    repository.run(repository.ensure_group(NS))
+    driver.run(expiry.ensure_group(NS))
     old = r.xadd(STREAM, {"kind": "expired", "session": "a" * 32}, id="1000-0")
     new = r.xadd(STREAM, {"kind": "expired", "session": "b" * 32})
-    day_later = 1000 + repository.EVENTS_KEEP_MS + 1
-    assert repository.run(repository.trim_events(NS, day_later)) == 1
+    day_later = 1000 + expiry.EVENTS_KEEP_MS + 1
+    assert driver.run(expiry.trim_events(NS, day_later)) == 1
     assert [entry_id for entry_id, _ in r.xrange(STREAM)] == [new]
     assert old != new
 
@@ -195,7 +196,7 @@ def test_junk_in_the_stream_is_skipped_and_the_rest_sent(
 ) -> None:
     key = expiring("12")
     time.sleep(1.05)
-    repository.run(repository.ensure_group(NS))
+    driver.run(expiry.ensure_group(NS))
     r.xadd(STREAM, {"kind": "expired", "session": "{not a key}"})
     r.xadd(STREAM, {"kind": "exploded", "session": key})
     r.xadd(STREAM, {"something": "else"})
@@ -210,7 +211,7 @@ def test_junk_in_the_stream_is_skipped_and_the_rest_sent(
 
 
 def test_a_deleted_stream_gets_its_group_back(heard: Heard, r: redis.Redis) -> None:
-    repository.run(repository.ensure_group(NS))
+    driver.run(expiry.ensure_group(NS))
     r.delete(STREAM)
     key = expiring("13")
     time.sleep(1.05)

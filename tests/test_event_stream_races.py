@@ -21,9 +21,11 @@ from typing import Any
 import pytest
 import redis
 
-from session_ng import events, keys, repository
+from session_ng import events, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.signals import session_deleted, session_expired
+from session_ng.store import client as store_client
+from session_ng.store import driver, expiry, records
 from tests.worker_process import events as logged_events
 from tests.worker_process import wait_until
 
@@ -42,15 +44,15 @@ def expiring(user: str, seconds: int = 1, **data: object) -> str:
     return s.session_key
 
 
-def drive(operation: Any, before: Callable[[repository.Step], None]) -> Any:
-    """repository.run(), calling ``before(step)`` ahead of every round trip."""
-    client = repository.get_client()
+def drive(operation: Any, before: Callable[[driver.Step], None]) -> Any:
+    """driver.run(), calling ``before(step)`` ahead of every round trip."""
+    client = store_client.get_client()
     try:
         step = next(operation)
         while True:
             before(step)
             try:
-                reply = repository._run_sync(client, step)
+                reply = driver._run_sync(client, step)
             except redis.exceptions.ResponseError as exc:
                 step = operation.throw(exc)
             else:
@@ -59,9 +61,9 @@ def drive(operation: Any, before: Callable[[repository.Step], None]) -> Any:
         return done.value
 
 
-def commands_of(step: repository.Step) -> list[str]:
-    calls = step.calls if isinstance(step, repository.Batch) else [step]
-    return [c.args[0] if isinstance(c, repository.Command) else "EVAL" for c in calls]
+def commands_of(step: driver.Step) -> list[str]:
+    calls = step.calls if isinstance(step, driver.Batch) else [step]
+    return [c.args[0] if isinstance(c, driver.Command) else "EVAL" for c in calls]
 
 
 class Heard:
@@ -125,14 +127,14 @@ def test_the_trim_survives_an_acknowledgement_between_its_xinfo_and_its_xpending
     key = expiring("1")
     time.sleep(1.05)
     events.publish_ends([key], "expired")
-    [end] = repository.run(repository.take_ends(NS, "w", 10)).ends
+    [end] = driver.run(expiry.take_ends(NS, "w", 10)).ends
 
-    def another_worker_acknowledges(step: repository.Step) -> None:
+    def another_worker_acknowledges(step: driver.Step) -> None:
         if commands_of(step) == ["XPENDING"]:
             r.xack(STREAM, keys.EVENT_GROUP, end.entry_id)
 
     now = int(time.time() * 1000)
-    drive(repository.trim_events(NS, now), another_worker_acknowledges)
+    drive(expiry.trim_events(NS, now), another_worker_acknowledges)
     assert r.xlen(STREAM) == 0
 
 
@@ -158,7 +160,7 @@ def test_an_outside_delete_is_reported_once_whoever_claims_it(
     class Killed(Exception):
         pass
 
-    def between_xadd_and_claim(step: repository.Step) -> None:
+    def between_xadd_and_claim(step: driver.Step) -> None:
         if "SET" in commands_of(step):  # the claims, after the XADDs
             if publisher == "races a delivery":
                 events.deliver_ends("another-worker")  # it polls the stream all the time
@@ -167,14 +169,14 @@ def test_an_outside_delete_is_reported_once_whoever_claims_it(
 
     with contextlib.suppress(Killed):
         drive(
-            repository.publish_ends(NS, "deleted", [key], events.entry_fields),
+            expiry.publish_ends(NS, "deleted", [key], events.entry_fields),
             between_xadd_and_claim,
         )
     events.deliver_ends("another-worker")
     assert heard.ends == [("deleted", key, None)]
     claim_ttl = r.pttl(keys.session_event(NS, key))
     # The claim outlives any bucket the session could be in ...
-    assert claim_ttl > repository.BUCKET_KEEP_MS + repository.MAX_LIFE_MS - 60_000
+    assert claim_ttl > records.BUCKET_KEEP_MS + records.MAX_LIFE_MS - 60_000
     # ... so when the bucket's minute comes, the sweep finds the member gone
     # and its end claimed.
     events.sweep_and_publish(now=bucket * 60_000 + 1)
@@ -248,7 +250,7 @@ def test_a_full_redis_still_delivers_ends_already_claimed(  # type: ignore[no-un
     # the XACK, which a full Redis accepts.
     claimed = [expiring(str(i)) for i in range(3)]
     waited = expiring("98")
-    repository.run(repository.ensure_group(NS))  # as a worker made it at its start
+    driver.run(expiry.ensure_group(NS))  # as a worker made it at its start
     time.sleep(1.05)
     assert events.publish_ends([waited, *claimed], "expired") == 4
     r.delete(keys.session_event(NS, waited))  # its claim ran out
@@ -299,11 +301,11 @@ def test_every_stream_command_is_routed_on_a_cluster(on_cluster: Any, heard: Hea
     ended = [expiring(str(i)) for i in range(6)]
     time.sleep(1.05)
     assert events.publish_ends(ended, "expired") == 6  # XADD, then claims on other nodes
-    assert len(repository.run(repository.take_ends(NS, "dead", 2)).ends) == 2  # XREADGROUP
+    assert len(driver.run(expiry.take_ends(NS, "dead", 2)).ends) == 2  # XREADGROUP
     now = int(time.time() * 1000)
     # XINFO GROUPS, XPENDING (2 pending), XTRIM, XINFO CONSUMERS
-    assert repository.run(repository.trim_events(NS, now)) == 0
+    assert driver.run(expiry.trim_events(NS, now)) == 0
     time.sleep(0.05)
     assert events.deliver_ends("alive", redeliver_after=0.01) == 6  # XAUTOCLAIM, claim.lua, XACK
-    assert repository.run(repository.trim_events(NS, now)) == 6
+    assert driver.run(expiry.trim_events(NS, now)) == 6
     assert on_cluster.xlen(STREAM) == 0

@@ -14,7 +14,7 @@ from django.contrib.sessions.backends.base import UpdateError
 
 from session_ng import keys
 from session_ng.backends.redis import SessionStore
-from session_ng.repository import GRACE_MS, renewal_period_ms
+from session_ng.store.records import GRACE_MS, renewal_period_ms
 
 NS = "session_ng"
 
@@ -135,18 +135,18 @@ def test_a_deleted_session_never_comes_back(r: redis.Redis) -> None:
 def test_a_session_deleted_between_the_read_and_its_renewal_is_not_served(
     r: redis.Redis,
 ) -> None:
-    from session_ng import repository
+    from session_ng.store import driver, sessions
 
     key = saved(600)
     older(r, key, 6_000)
     # The load operation, driven step by step with a delete in between.
-    operation = repository.load(NS, key, int(time.time() * 1000), refresh=True)
-    assert next(operation) == repository.Command(("HGETALL", keys.session_hash(NS, key)))
+    operation = sessions.load(NS, key, int(time.time() * 1000), refresh=True)
+    assert next(operation) == driver.Command(("HGETALL", keys.session_hash(NS, key)))
     fields = r.hgetall(keys.session_hash(NS, key))
     renewal = operation.send(fields)
-    assert isinstance(renewal, repository.Batch)
+    assert isinstance(renewal, driver.Batch)
     SessionStore().delete(key)
-    touched = repository.run(_one(renewal.calls[0]))
+    touched = driver.run(_one(renewal.calls[0]))
     assert touched == [0]
     with pytest.raises(StopIteration) as done:
         operation.send([touched])

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from harness.redis_server import RedisServer
-from session_ng import connection
 from session_ng.checks import check_memory_policy
+from session_ng.store import client
 
 pytestmark = pytest.mark.standalone
 
@@ -18,18 +18,18 @@ pytestmark = pytest.mark.standalone
 def checked(settings: Any, *server_args: str) -> list[Any]:
     with RedisServer(*server_args) as server:
         settings.SESSION_NG = {"REDIS_URL": server.url}
-        connection.reset()
+        client.reset()
         try:
             return check_memory_policy()
         finally:
-            connection.reset()
+            client.reset()
 
 
 @pytest.fixture(autouse=True)
 def _own_servers() -> Iterator[None]:
-    connection.reset()
+    client.reset()
     yield
-    connection.reset()
+    client.reset()
 
 
 @pytest.mark.parametrize(

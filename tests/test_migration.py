@@ -33,11 +33,12 @@ from django.urls import path
 from django.utils import timezone
 
 from harness.redis_server import RedisServer
-from session_ng import importer, keys, migration, repository
+from session_ng import importer, keys, migration
 from session_ng.backends.redis import SessionStore, new_session_key
 from session_ng.checks import check_migration
 from session_ng.importer import Progress, import_all
 from session_ng.signals import session_created
+from session_ng.store import records, sessions
 
 pytestmark = pytest.mark.django_db
 
@@ -158,7 +159,7 @@ def assert_in_redis(r: Any, key: str, user_id: int, remaining_s: float) -> None:
     assert abs(pttl / 1000 - remaining_s) < 5, (pttl, remaining_s)
     bucket = int(fields[b"b"])
     assert key.encode() in r.smembers(keys.expiration_bucket(NS, bucket))
-    expected_minute = repository.bucket_minute(int((time.time() + pttl / 1000) * 1000))
+    expected_minute = records.bucket_minute(int((time.time() + pttl / 1000) * 1000))
     assert abs(bucket - expected_minute) <= 1
     assert r.exists(keys.session_import_marker(NS, key)) == 1
 
@@ -380,7 +381,7 @@ def test_concurrent_first_requests_import_once_and_lose_nothing(alice: Any, r: A
     statuses: list[str] = []
     errors: list[BaseException] = []
     real_find = migration.FileSource.find
-    real_save = repository.save
+    real_save = sessions.save
 
     def find(self: Any, session_key: str, cookie: str | None = None) -> Any:
         found = real_find(self, session_key, cookie)
@@ -404,7 +405,7 @@ def test_concurrent_first_requests_import_once_and_lose_nothing(alice: Any, r: A
 
     with new_site(FILE), pytest.MonkeyPatch.context() as patch:
         patch.setattr(migration.FileSource, "find", find)
-        patch.setattr(repository, "save", save)
+        patch.setattr(sessions, "save", save)
         threads = [threading.Thread(target=request, args=(n,)) for n in ("first", "second")]
         for thread in threads:
             thread.start()

@@ -1,7 +1,7 @@
 """Key rotation (cycle_key, login) never brings back or forks a session.
 
 Runs on every topology: on Redis Cluster the new key lives in another slot
-than the old one, and the rotation takes another path (repository._save_split).
+than the old one, and the rotation takes another path (session_ng.store.sessions._save_split).
 """
 
 from __future__ import annotations

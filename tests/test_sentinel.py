@@ -18,9 +18,10 @@ import pytest
 from redis.sentinel import Sentinel
 
 from harness.redis_topologies import SentinelSet, command
-from session_ng import connection, keys
+from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.store import client as store_client
 from tests.worker_process import events, wait_for_events
 
 NS = "session_ng"
@@ -57,7 +58,7 @@ def on_sentinel(sentinels: SentinelSet, settings: Any) -> Iterator[Any]:
     client = Sentinel(sentinels.sentinel_addresses).master_for(sentinels.master_name)
     yield client
     client.close()
-    connection.reset()
+    store_client.reset()
 
 
 def until_served(call: Any, timeout: float = 30.0) -> Any:

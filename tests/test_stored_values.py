@@ -15,7 +15,7 @@ from django.test import Client
 
 from session_ng import api, keys
 from session_ng.backends.redis import SessionStore
-from session_ng.repository import bucket_minute
+from session_ng.store.records import bucket_minute
 
 pytestmark = pytest.mark.django_db
 NS = "session_ng"

@@ -9,10 +9,13 @@ import time
 import redis
 from django.core.management import call_command
 
-from session_ng import keys, repository
+from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.events import entry_fields
-from session_ng.repository import now_ms
+from session_ng.store import driver, records
+from session_ng.store import expiry as store_expiry
+from session_ng.store import sessions as store_sessions
+from session_ng.store.records import now_ms
 
 NS = "session_ng"
 
@@ -32,10 +35,10 @@ def test_sweep_reports_expired_sessions_and_prunes_the_user_index(r: redis.Redis
     time.sleep(1.05)
     # Sweep as if we were past the minute the short session was filed under.
     bucket = int(r.hget(keys.session_hash(NS, gone.session_key), "b") or 0)  # type: ignore[arg-type]
-    report = repository.run(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
+    report = driver.run(store_expiry.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert [e.session_key for e in report.expired] == [gone.session_key]
     (ended,) = report.expired
-    assert isinstance(ended.record, repository.Record)
+    assert isinstance(ended.record, records.Record)
     assert ended.record.user == "1"
     assert ended.record.attributes["data"] == b'"1"'
     assert set(r.hkeys(keys.user_index(NS, "1"))) == {alive.session_key.encode()}  # type: ignore[union-attr]
@@ -51,7 +54,7 @@ def test_a_slid_session_is_refiled_not_expired(r: redis.Redis) -> None:
     old_bucket = int(r.hget(hash_key, "b") or 0)
     # The idle timer slid well past the bucket it was filed under.
     r.pexpire(keys.session_shadow(NS, key), 3_600_000)
-    report = repository.run(repository.sweep(NS, old_bucket * 60000 + 1, entry_fields))
+    report = driver.run(store_expiry.sweep(NS, old_bucket * 60000 + 1, entry_fields))
     assert report.expired == []
     assert report.refiled == 1
     new_bucket = int(r.hget(hash_key, "b") or 0)
@@ -70,7 +73,7 @@ def test_a_deleted_session_leaves_its_bucket_and_junk_is_dropped(r: redis.Redis)
     s.delete()
     assert not r.sismember(keys.expiration_bucket(NS, bucket), key)
     r.sadd(keys.expiration_bucket(NS, bucket), "NOT-A-KEY")
-    report = repository.run(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
+    report = driver.run(store_expiry.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert (report.expired, report.vanished, report.refiled, report.dropped) == ([], [], 0, 1)
     assert r.exists(keys.expiration_bucket(NS, bucket)) == 0
 
@@ -81,7 +84,7 @@ def test_a_member_with_nothing_left_is_reported_as_vanished(r: redis.Redis) -> N
     assert key is not None
     bucket = int(r.hget(keys.session_hash(NS, key), "b") or 0)
     r.delete(keys.session_hash(NS, key), keys.session_shadow(NS, key))  # ended unseen, long ago
-    report = repository.run(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
+    report = driver.run(store_expiry.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert report.vanished == [key]
 
 
@@ -90,13 +93,13 @@ def test_sweep_only_looks_at_due_buckets_and_remembers_where_it_was(r: redis.Red
     hash_key = keys.session_hash(NS, s.session_key)  # type: ignore[arg-type]
     bucket_key = keys.expiration_bucket(NS, int(r.hget(hash_key, "b") or 0))
     now = now_ms()
-    report = repository.run(repository.sweep(NS, now, entry_fields))
+    report = driver.run(store_expiry.sweep(NS, now, entry_fields))
     assert (report.expired, report.refiled) == ([], 0)
-    assert report.buckets == repository.SWEEP_LOOKBACK_MINUTES + 1
+    assert report.buckets == store_expiry.SWEEP_LOOKBACK_MINUTES + 1
     assert r.sismember(bucket_key, s.session_key)  # type: ignore[arg-type]
     # The cursor means a second sweep in the same minute has nothing to do.
-    assert repository.run(repository.sweep(NS, now, entry_fields)).buckets == 0
-    assert repository.run(repository.sweep(NS, now + 60_000, entry_fields)).buckets == 1
+    assert driver.run(store_expiry.sweep(NS, now, entry_fields)).buckets == 0
+    assert driver.run(store_expiry.sweep(NS, now + 60_000, entry_fields)).buckets == 1
 
 
 def test_a_first_sweep_finds_a_days_buckets_in_a_few_round_trips(  # type: ignore[no-untyped-def]
@@ -108,11 +111,11 @@ def test_a_first_sweep_finds_a_days_buckets_in_a_few_round_trips(  # type: ignor
     s = logged_in("5", 1)
     minute = int(r.hget(keys.session_hash(NS, s.session_key), "b") or 0)  # type: ignore[arg-type]
     r.delete(keys.session_hash(NS, s.session_key), keys.session_shadow(NS, s.session_key))  # type: ignore[arg-type]
-    repository.run(repository.exists(NS, "a" * 32))  # the connection is set up
+    driver.run(store_sessions.exists(NS, "a" * 32))  # the connection is set up
     roundtrips.reset()
-    report = repository.run(repository.sweep(NS, minute * 60_000 + 1, entry_fields))
-    minutes = repository.SWEEP_LOOKBACK_MINUTES + 1
-    spans = -(-minutes // repository.SWEEP_SCAN_MINUTES)
+    report = driver.run(store_expiry.sweep(NS, minute * 60_000 + 1, entry_fields))
+    minutes = store_expiry.SWEEP_LOOKBACK_MINUTES + 1
+    spans = -(-minutes // store_expiry.SWEEP_SCAN_MINUTES)
     # The cursor; per span of minutes, which buckets exist, then the cursor
     # moved to its end; for the one bucket there (the last minute: its removal
     # moves the cursor too), its members, their scripts, its end published
@@ -143,7 +146,7 @@ async def test_async_sweep_matches_sync(r: redis.Redis) -> None:
     s = logged_in("6", 1)
     bucket = int(r.hget(keys.session_hash(NS, s.session_key), "b") or 0)  # type: ignore[arg-type]
     await asyncio.sleep(1.05)
-    report = await repository.arun(repository.sweep(NS, bucket * 60000 + 1, entry_fields))
+    report = await driver.arun(store_expiry.sweep(NS, bucket * 60000 + 1, entry_fields))
     assert [e.session_key for e in report.expired] == [s.session_key]
     assert r.exists(keys.user_index(NS, "6")) == 0
 
@@ -189,9 +192,9 @@ def test_ends_found_together_are_published_and_delivered_together(  # type: igno
 
     session_expired.connect(receiver)
     # As a running worker has them: the group, and the claim script loaded.
-    repository.run(repository.ensure_group(NS))
-    r.script_load(repository.CLAIM.source)
-    r.script_load(repository.STREAM_TURN.source)
+    driver.run(store_expiry.ensure_group(NS))
+    r.script_load(driver.CLAIM.source)
+    r.script_load(driver.STREAM_TURN.source)
     try:
         roundtrips.reset()
         # The last key is listed twice (found in two buckets): published once.

@@ -227,7 +227,7 @@ def check_writes(engine: Engine, browsers: dict[str, Any]) -> Check:
     """
     from bench.loadtest.views import COUNTER
     from session_ng.aliases import parse_cookie
-    from session_ng.connection import reset
+    from session_ng.store.client import reset
 
     store_class = import_module(engine.path).SessionStore
     check = Check()

@@ -1,6 +1,6 @@
 """``SESSION_ENGINE = "session_ng.backends.redis"``.
 
-Django's ``SessionBase`` contract on top of ``session_ng.repository``: one
+Django's ``SessionBase`` contract on top of ``session_ng.store``: one
 round trip to load (and slide the idle timer), at most one to save (only the
 attributes whose serialized value changed), none when nothing changed.
 """
@@ -26,7 +26,7 @@ from django.contrib.sessions.backends.base import (
 from django.core import signing
 from django.utils import timezone
 
-from session_ng import migration, repository
+from session_ng import migration
 from session_ng.attributes import (
     UNDECODED,
     USER_KEY,
@@ -39,8 +39,10 @@ from session_ng.conf import conf
 from session_ng.events import asweep_and_report, sweep_and_report
 from session_ng.exceptions import SessionStoreUnavailable, TooManySessions
 from session_ng.keys import is_valid_session_key
-from session_ng.repository import Corrupt, Record, SavePlan, now_ms
 from session_ng.signals import session_created, session_deleted, session_rotated
+from session_ng.store import driver, records
+from session_ng.store import sessions as store_sessions
+from session_ng.store.records import Corrupt, Record, SavePlan, now_ms
 
 R = TypeVar("R")
 logger = logging.getLogger("session_ng")
@@ -248,13 +250,13 @@ class SessionStore(SessionBase):
         self._renew = False
         self._session_cache = await self.aload()
 
-    def glance(self, session_keys: list[str]) -> dict[str, repository.Glance]:
+    def glance(self, session_keys: list[str]) -> dict[str, store_sessions.Glance]:
         """What a look at these sessions (this browser's) shows, in one round
         trip; an outage is flagged as the store's own (see ``failure``)."""
-        return self._run(repository.peek(conf.snapshot().namespace, session_keys))
+        return self._run(store_sessions.peek(conf.snapshot().namespace, session_keys))
 
-    async def aglance(self, session_keys: list[str]) -> dict[str, repository.Glance]:
-        return await self._arun(repository.peek(conf.snapshot().namespace, session_keys))
+    async def aglance(self, session_keys: list[str]) -> dict[str, store_sessions.Glance]:
+        return await self._arun(store_sessions.peek(conf.snapshot().namespace, session_keys))
 
     @classmethod
     def for_record(cls, record: Record) -> SessionStore:
@@ -314,16 +316,16 @@ class SessionStore(SessionBase):
         self._exposed_all = True
         return handed
 
-    def _run(self, operation: repository.Operation[R]) -> R:
+    def _run(self, operation: driver.Operation[R]) -> R:
         try:
-            return repository.run(operation)
+            return driver.run(operation)
         except SessionStoreUnavailable as exc:
             self._unavailable = exc
             raise
 
-    async def _arun(self, operation: repository.Operation[R]) -> R:
+    async def _arun(self, operation: driver.Operation[R]) -> R:
         try:
-            return await repository.arun(operation)
+            return await driver.arun(operation)
         except SessionStoreUnavailable as exc:
             self._unavailable = exc
             raise
@@ -413,8 +415,8 @@ class SessionStore(SessionBase):
         now = now_ms()
         max_inactive, expires_at = self._expiry_fields(data)
         user = data.get(USER_KEY)
-        life = repository.life_ms(max_inactive, expires_at, now, period)
-        bucket = None if life is None else repository.bucket_minute(now + min(life, remaining_ms))
+        life = records.life_ms(max_inactive, expires_at, now, period)
+        bucket = None if life is None else records.bucket_minute(now + min(life, remaining_ms))
         return SavePlan(
             session_key=session_key,
             create=True,
@@ -455,7 +457,9 @@ class SessionStore(SessionBase):
         if source is None or found is None:
             return None
         plan = self.import_plan(found.data, found.remaining_ms)
-        record = self._imported(plan, self._run(repository.save(conf.snapshot().namespace, plan)))
+        record = self._imported(
+            plan, self._run(store_sessions.save(conf.snapshot().namespace, plan))
+        )
         source.forget(key)
         if record is not None:
             return record
@@ -471,7 +475,7 @@ class SessionStore(SessionBase):
             return None
         plan = self.import_plan(found.data, found.remaining_ms)
         record = self._imported(
-            plan, await self._arun(repository.save(conf.snapshot().namespace, plan))
+            plan, await self._arun(store_sessions.save(conf.snapshot().namespace, plan))
         )
         await sync_to_async(source.forget)(key)
         if record is not None:
@@ -480,10 +484,10 @@ class SessionStore(SessionBase):
 
     def _load_operation(
         self, key: str
-    ) -> repository.Operation[tuple[Record | Corrupt | None, set[str]]]:
+    ) -> driver.Operation[tuple[Record | Corrupt | None, set[str]]]:
         snap = conf.snapshot()
         refresh = snap.refresh_on_access if self._renew is None else self._renew
-        return repository.load(
+        return store_sessions.load(
             snap.namespace, key, now_ms(), refresh, self._companions, snap.renewal_period_ms
         )
 
@@ -530,7 +534,7 @@ class SessionStore(SessionBase):
             "data": dict(self._session_cache),
         }
 
-    def _deleted_event(self, ended: repository.Ended | None) -> dict[str, Any] | None:
+    def _deleted_event(self, ended: store_sessions.Ended | None) -> dict[str, Any] | None:
         if ended is None:
             return None
         record = ended.record
@@ -554,19 +558,19 @@ class SessionStore(SessionBase):
         else:  # not loaded: the default idle timeout
             max_inactive = min(int(self.get_session_cookie_age()), MAX_INACTIVE_SECONDS)
         setting = conf.snapshot().renewal_period_ms
-        return repository.renewal_period_ms(max_inactive, setting) / 1000
+        return records.renewal_period_ms(max_inactive, setting) / 1000
 
     # --- exists / create / save ----------------------------------------------
 
     def exists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
-        return self._run(repository.exists(conf.snapshot().namespace, session_key))
+        return self._run(store_sessions.exists(conf.snapshot().namespace, session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
         if not is_valid_session_key(session_key):
             return False
-        return await self._arun(repository.exists(conf.snapshot().namespace, session_key))
+        return await self._arun(store_sessions.exists(conf.snapshot().namespace, session_key))
 
     def _check_creation(self) -> None:
         if self._new_session_check is not None:
@@ -643,7 +647,7 @@ class SessionStore(SessionBase):
         if plan is None:
             return False
         try:
-            status = self._run(repository.save(conf.snapshot().namespace, plan))
+            status = self._run(store_sessions.save(conf.snapshot().namespace, plan))
         except SessionStoreUnavailable as exc:
             status = self._unsaved_bookkeeping(plan, exc)
         self._finish(plan, status)
@@ -664,7 +668,7 @@ class SessionStore(SessionBase):
         if plan is None:
             return False
         try:
-            status = await self._arun(repository.save(conf.snapshot().namespace, plan))
+            status = await self._arun(store_sessions.save(conf.snapshot().namespace, plan))
         except SessionStoreUnavailable as exc:
             status = self._unsaved_bookkeeping(plan, exc)
         self._finish(plan, status)
@@ -673,13 +677,15 @@ class SessionStore(SessionBase):
             await session_created.asend(sender=type(self), **event)
         return True
 
-    def _confirm_operation(self) -> repository.Operation[bool]:
+    def _confirm_operation(self) -> driver.Operation[bool]:
         assert self.session_key is not None
         if self._renew is False:
             # Code that only looks (api.get_session) does not keep it alive.
-            return repository.exists(conf.snapshot().namespace, self.session_key)
+            return store_sessions.exists(conf.snapshot().namespace, self.session_key)
         snap = conf.snapshot()
-        return repository.touch(snap.namespace, self.session_key, now_ms(), snap.renewal_period_ms)
+        return store_sessions.touch(
+            snap.namespace, self.session_key, now_ms(), snap.renewal_period_ms
+        )
 
     def _confirm(self, alive: bool) -> None:
         if not alive:
@@ -732,8 +738,8 @@ class SessionStore(SessionBase):
             # Long values are stored in chunks: those a value no longer needs go.
             for name in (*to_set, *to_delete):
                 previous = baseline.attributes.get(name)
-                if previous is not None and len(previous) > repository.LISTPACK_VALUE:
-                    stale_chunks[name] = repository.chunks_of(previous)
+                if previous is not None and len(previous) > records.LISTPACK_VALUE:
+                    stale_chunks[name] = records.chunks_of(previous)
         now = now_ms()
         snap = conf.snapshot()
         max_inactive, expires_at = self._expiry_fields(data)
@@ -744,7 +750,7 @@ class SessionStore(SessionBase):
             baseline.max_inactive,
             baseline.expires_at,
         )
-        due = baseline is not None and repository.renewal_due(baseline, now, snap.renewal_period_ms)
+        due = baseline is not None and records.renewal_due(baseline, now, snap.renewal_period_ms)
         if (
             same_expiry
             and not to_set
@@ -755,8 +761,8 @@ class SessionStore(SessionBase):
             # Nothing to write, and the idle timer renewed if due (by the
             # load, or with REFRESH_ON_ACCESS off, by this save when due).
             return None
-        life = repository.life_ms(max_inactive, expires_at, now, snap.renewal_period_ms)
-        bucket = None if life is None else repository.bucket_minute(now + life)
+        life = records.life_ms(max_inactive, expires_at, now, snap.renewal_period_ms)
+        bucket = None if life is None else records.bucket_minute(now + life)
         return SavePlan(
             session_key=self.session_key,
             create=create,
@@ -876,7 +882,7 @@ class SessionStore(SessionBase):
             plan = self._plan(data, create=True, replaces=old)
             assert plan is not None
             try:
-                self._finish(plan, self._run(repository.save(conf.snapshot().namespace, plan)))
+                self._finish(plan, self._run(store_sessions.save(conf.snapshot().namespace, plan)))
             except CreateError:
                 continue
             except UpdateError:
@@ -901,7 +907,7 @@ class SessionStore(SessionBase):
             plan = self._plan(data, create=True, replaces=old)
             assert plan is not None
             try:
-                status = await self._arun(repository.save(conf.snapshot().namespace, plan))
+                status = await self._arun(store_sessions.save(conf.snapshot().namespace, plan))
                 self._finish(plan, status)
             except CreateError:
                 continue
@@ -948,7 +954,7 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        ended = self._run(repository.delete(conf.snapshot().namespace, *target))
+        ended = self._run(store_sessions.delete(conf.snapshot().namespace, *target))
         if target[0] == self.session_key:
             self._record = None
         event = self._deleted_event(ended)
@@ -959,7 +965,7 @@ class SessionStore(SessionBase):
         target = self._delete_target(session_key)
         if target is None:
             return
-        ended = await self._arun(repository.delete(conf.snapshot().namespace, *target))
+        ended = await self._arun(store_sessions.delete(conf.snapshot().namespace, *target))
         if target[0] == self.session_key:
             self._record = None
         event = self._deleted_event(ended)

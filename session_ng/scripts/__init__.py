@@ -1,1 +1,1 @@
-"""Lua scripts, one atomic operation per file, loaded by ``session_ng.repository``."""
+"""Lua scripts, one atomic operation per file, loaded by ``session_ng.store``."""

@@ -1,7 +1,7 @@
 -- Create or update one session: delta write, shadow key, bucket move, user
 -- index and (for a key rotation) the move from the old key, atomically, in
 -- one round trip. Field names: see "the session hash's layout" in
--- session_ng/repository.py (c created, a accessed, i max_inactive,
+-- session_ng/store/records.py (c created, a accessed, i max_inactive,
 -- e expires_at, u user, b bucket, r renewed; "." + name an attribute, or an
 -- upper-case letter for Django's own; "," + n + field the chunks of a long one).
 --

@@ -44,7 +44,7 @@ end
 local function touch(hash, shadow)
   if redis.call('EXISTS', shadow) == 0 then return 0 end
   -- max_inactive, expires_at, accessed, created, bucket, renewed (the
-  -- one-letter names of repository.py's hash layout).
+  -- one-letter names of store/records.py's hash layout).
   local meta = redis.pcall('HMGET', hash, 'i', 'e', 'a', 'c', 'b', 'r')
   if meta.err then return -1 end
   local max_inactive, expires_at, accessed = int(meta[1]), int(meta[2]), int(meta[3])

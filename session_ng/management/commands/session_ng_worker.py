@@ -21,8 +21,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from session_ng import repository
 from session_ng.events import REDELIVER_AFTER
+from session_ng.store import records
 from session_ng.worker import Worker, logger
 
 
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        claim_s = repository.CLAIM_MS / 1000
+        claim_s = records.CLAIM_MS / 1000
         if not 0 < options["redeliver_after"] < claim_s:
             # Past the claim's life, an end whose duplicate entry was left
             # pending by a dead worker would be sent again after its twin.
