@@ -103,7 +103,7 @@ def r(topology: Topology) -> Iterator[Any]:
     """A plain client, for looking at what the engine wrote."""
     client = topology.client()
     yield client
-    client.close()
+    connection.close_client(client)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 from redis.cluster import RedisCluster
 
 from harness.redis_topologies import RedisClusterSet, command
-from session_ng import keys
+from session_ng import connection, keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from tests.worker_process import events, wait_for_events, wait_until
@@ -37,7 +37,7 @@ def on_cluster(cluster: RedisClusterSet, settings: Any) -> Iterator[RedisCluster
     client = RedisCluster.from_url(cluster.url)
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield client
-    client.close()
+    connection.close_client(client)
 
 
 def sessions_on_every_primary(client: RedisCluster, **kwargs: Any) -> list[SessionStore]:
@@ -138,6 +138,34 @@ def test_a_primary_failing_over_costs_only_the_requests_in_flight(
     )
 
 
+def open_connections(port: int) -> set[str]:
+    """The ids of the client connections a node has open (but the asking one)."""
+    listing = str(command(port, "CLIENT", "LIST", "TYPE", "NORMAL"))
+    fields = [
+        dict(f.split("=", 1) for f in line.split(" ") if "=" in f) for line in listing.splitlines()
+    ]
+    return {f["id"] for f in fields if f.get("cmd") != "client|list"}
+
+
+def test_reset_closes_every_connection_the_cluster_client_opened(
+    on_cluster: RedisCluster, cluster: RedisClusterSet
+) -> None:
+    ports = [node.port for node in cluster.primaries()]
+    before = {port: open_connections(port) for port in ports}
+    client = connection.get_client()  # and still held after the reset
+    sessions_on_every_primary(client)
+    opened = {port: open_connections(port) - before[port] for port in ports}
+    assert all(opened.values()), opened  # session_ng's client met every primary
+    connection.reset()
+
+    def still_open() -> dict[int, set[str]]:
+        return {port: ids for port in ports if (ids := open_connections(port) & opened[port])}
+
+    # Closed by reset() itself, not whenever the garbage collector frees the
+    # client: its sockets were found open then ("unclosed <socket.socket>").
+    assert wait_until(lambda: not still_open(), 5), still_open()
+
+
 @pytest.fixture
 def bare_cluster(settings: Any) -> Iterator[RedisClusterSet]:
     """A cluster of its own (no replicas) for tests that kill nodes for good."""
@@ -168,7 +196,7 @@ def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
             if client.get_node_from_key(keys.session_hash(NS, k)).port != bucket_port
         )
     finally:
-        client.close()
+        connection.close_client(client)
     # The process's client exists before the failure, as in a running site: it
     # learned every node from REDIS_URL's (which may be the one that dies).
     assert SessionStore().exists("z" * 32) is False

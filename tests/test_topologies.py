@@ -26,6 +26,7 @@ from harness.redis_topologies import (
     is_running,
     role,
 )
+from session_ng.connection import close_client
 
 # Brings its own nodes: runs once, in the standalone pass.
 pytestmark = pytest.mark.standalone
@@ -81,7 +82,7 @@ def sentinels() -> Iterator[SentinelSet]:
 def cluster_client(cluster: RedisClusterSet) -> Iterator[redis.cluster.RedisCluster]:
     client = redis.cluster.RedisCluster.from_url(cluster.url, decode_responses=True)
     yield client
-    client.close()
+    close_client(client)
 
 
 # ---------------------------------------------------------------- cluster
@@ -171,13 +172,13 @@ def test_cluster_failover_promotes_the_replica_with_the_data(
         for slot, key in keys.items():
             assert client.set(key, f"after-{slot}") is True
     finally:
-        client.close()
+        close_client(client)
     # ... and so does a new one.
     fresh = redis.cluster.RedisCluster.from_url(topology.url, decode_responses=True)
     try:
         assert [fresh.get(key) for key in keys.values()] == [f"after-{s}" for s in keys]
     finally:
-        fresh.close()
+        close_client(fresh)
 
 
 # Not named "topology": that is conftest's fixture of the Redis under test.

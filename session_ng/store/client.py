@@ -14,7 +14,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -232,11 +232,30 @@ def _async_client_for_cache(alias: str) -> Any:
     return redis.asyncio.Redis.from_url(url, **kwargs)
 
 
+def close_client(client: Any) -> None:
+    """Close a sync client and every connection it opened.
+
+    ``RedisCluster.close()`` alone does not (redis-py 8.1.0): a cluster client
+    made by ``from_url()`` gives each node a ``Redis`` over a pool that this
+    ``Redis`` does not own (``auto_close_connection_pool`` is False), so
+    closing it leaves the pool's sockets open. They were closed only when the
+    garbage collector freed the pools, which sit in reference cycles; a full
+    collection may finalize a socket before its ``Connection``, and Python
+    then warns "unclosed <socket.socket ...>".
+    """
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):
+        client.disconnect_connection_pools()  # type: ignore[no-untyped-call]
+    client.close()
+
+
 def reset() -> None:
-    """Forget every cached client (tests, and after settings change)."""
+    """Forget every cached client (tests, and after settings change), and
+    close them."""
     with _lock:
         clients = list(_sync_clients.values())
         _sync_clients.clear()
         _async_clients.clear()
     for client in clients:
-        cast(Any, client).close()
+        close_client(client)
