@@ -103,7 +103,7 @@ def r(topology: Topology) -> Iterator[Any]:
     """A plain client, for looking at what the engine wrote."""
     client = topology.client()
     yield client
-    connection.close_client(client)
+    store_client.close_client(client)
 
 
 @dataclass

@@ -16,9 +16,10 @@ import pytest
 from redis.cluster import RedisCluster
 
 from harness.redis_topologies import RedisClusterSet, command
-from session_ng import connection, keys
+from session_ng import keys
 from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
+from session_ng.store import client as store_client
 from tests.worker_process import events, wait_for_events, wait_until
 
 NS = "session_ng"
@@ -37,7 +38,7 @@ def on_cluster(cluster: RedisClusterSet, settings: Any) -> Iterator[RedisCluster
     client = RedisCluster.from_url(cluster.url)
     client.flushall(target_nodes=RedisCluster.PRIMARIES)
     yield client
-    connection.close_client(client)
+    store_client.close_client(client)
 
 
 def sessions_on_every_primary(client: RedisCluster, **kwargs: Any) -> list[SessionStore]:
@@ -152,11 +153,11 @@ def test_reset_closes_every_connection_the_cluster_client_opened(
 ) -> None:
     ports = [node.port for node in cluster.primaries()]
     before = {port: open_connections(port) for port in ports}
-    client = connection.get_client()  # and still held after the reset
+    client = store_client.get_client()  # and still held after the reset
     sessions_on_every_primary(client)
     opened = {port: open_connections(port) - before[port] for port in ports}
     assert all(opened.values()), opened  # session_ng's client met every primary
-    connection.reset()
+    store_client.reset()
 
     def still_open() -> dict[int, set[str]]:
         return {port: ids for port in ports if (ids := open_connections(port) & opened[port])}
@@ -196,7 +197,7 @@ def test_a_save_in_a_healthy_slot_survives_its_buckets_node_being_down(
             if client.get_node_from_key(keys.session_hash(NS, k)).port != bucket_port
         )
     finally:
-        connection.close_client(client)
+        store_client.close_client(client)
     # The process's client exists before the failure, as in a running site: it
     # learned every node from REDIS_URL's (which may be the one that dies).
     assert SessionStore().exists("z" * 32) is False

@@ -26,7 +26,7 @@ from harness.redis_topologies import (
     is_running,
     role,
 )
-from session_ng.connection import close_client
+from session_ng.store.client import close_client
 
 # Brings its own nodes: runs once, in the standalone pass.
 pytestmark = pytest.mark.standalone
