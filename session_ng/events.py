@@ -114,7 +114,8 @@ def _reads(
     """The reads of one delivery, as (reclaim idle ms or None, cursor): with
     ``redeliver_after``, first the entries dead consumers left (through the
     whole pending list), then the new ones, until none is left or about
-    ``limit`` entries were read. Shared by the sync and the async driver."""
+    ``limit`` entries were read (the cursor is XAUTOCLAIM's; XREADGROUP
+    ignores it). Shared by the sync and the async driver."""
     seen = 0
     if redeliver_after is not None:
         idle_ms, cursor = int(redeliver_after * 1000), "0-0"
@@ -125,7 +126,7 @@ def _reads(
             if cursor == "0-0":
                 break
     while limit is None or seen < limit:
-        taken = yield None, ""
+        taken = yield None, "0-0"
         seen += taken.read
         if not taken.read:
             break
@@ -146,9 +147,7 @@ def deliver_ends(
     try:
         reclaim, cursor = next(reads)
         while True:
-            taken = driver.run(
-                expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
-            )
+            taken = driver.run(expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor))
             done: str | None = None
             for end in taken.ends:
                 # Acknowledge the last one sent; send this one if still ours.
@@ -177,7 +176,7 @@ async def adeliver_ends(
         reclaim, cursor = next(reads)
         while True:
             taken = await driver.arun(
-                expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor or "0-0")
+                expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor)
             )
             done: str | None = None
             for end in taken.ends:

@@ -26,22 +26,13 @@ from session_ng.backends.redis import SessionStore
 from session_ng.signals import session_deleted, session_expired
 from session_ng.store import client as store_client
 from session_ng.store import driver, expiry, records
+from tests.test_event_stream import expiring
 from tests.worker_process import events as logged_events
 from tests.worker_process import wait_until
 
 NS = "session_ng"
 STREAM = keys.event_stream(NS)
 pytestmark = pytest.mark.django_db
-
-
-def expiring(user: str, seconds: int = 1, **data: object) -> str:
-    s = SessionStore()
-    s["_auth_user_id"] = user
-    s.update(data)
-    s.set_expiry(seconds)
-    s.save()
-    assert s.session_key is not None
-    return s.session_key
 
 
 def drive(operation: Any, before: Callable[[driver.Step], None]) -> Any:

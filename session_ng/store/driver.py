@@ -30,7 +30,6 @@ from session_ng.store.client import get_async_client, get_client
 from session_ng.store.records import loggable
 
 logger = logging.getLogger("session_ng")
-security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 # Errors that mean "Redis is not there right now", as opposed to a bug.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

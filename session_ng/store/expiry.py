@@ -39,7 +39,6 @@ from session_ng.store.records import (
 from session_ng.store.sessions import Ended
 
 logger = logging.getLogger("session_ng")
-security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 
 @dataclass
@@ -352,7 +351,7 @@ def _append_ends(
     calls = [*claims, *follow_up]
     # The ends are in the stream: a corrupt index or bucket must not stop the rest.
     replies = skip_wrong_types(calls, (yield Batch(calls, errors_as_values=True)))
-    for (session_key, _), reply in zip(ends, replies, strict=False):
+    for (session_key, _), reply in zip(ends, replies[: len(claims)], strict=True):
         _claimed_by(reply, session_key)  # logs a claim key it replaced
     return len(ends)
 

@@ -3,15 +3,11 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 
 from session_ng import keys
 from session_ng.store.driver import Batch, Command, Operation
-
-logger = logging.getLogger("session_ng")
-security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 NOTIFY_FLAGS = "Egx"
 

@@ -53,7 +53,6 @@ from session_ng.store.records import (
 )
 
 logger = logging.getLogger("session_ng")
-security_logger = logging.getLogger("django.security.SuspiciousSession")
 
 
 def load(
