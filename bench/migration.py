@@ -5,10 +5,11 @@ Django's ``db`` engine.
 A private ``redis-server`` and a temporary SQLite database, as ``bench`` uses.
 Each round fills the session table with ``--sessions`` logged-in sessions
 (written with the db engine's own encoding, spread over the users and over
-two weeks of remaining life), empties Redis, and times ``importer.import_all``
-(what the command runs, less its progress output) from the first read of the
-table to the last batch removed from it, with the command's default number
-of processes unless ``--processes`` says otherwise. Prints the rate of each
+two weeks of remaining life), empties Redis, and times ``manage.py
+session_ng_import --from django.contrib.sessions.backends.db`` itself (run
+with ``call_command``, its progress lines written to memory) from the start
+of the command to its summary line, with the command's default number of
+processes unless ``--processes`` says otherwise. Prints the rate of each
 round and their median, with the CPU time per session of the import (this
 process and its worker processes) and of redis-server (``INFO cpu``) and the
 load average: on a machine that other work keeps busy, the CPU times say what
@@ -19,7 +20,9 @@ afterwards.
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import re
 import resource
 import statistics
 import tempfile
@@ -91,9 +94,9 @@ def main() -> None:
         with prepared(server.url, server.port, Path(tmp) / "bench.sqlite3") as user_pks:
             import redis
             from django.contrib.sessions.models import Session
+            from django.core.management import call_command
 
-            from session_ng.importer import default_processes, import_all
-            from session_ng.migration import source_for
+            from session_ng.importer import default_processes
 
             processes = args.processes or default_processes()
 
@@ -102,16 +105,28 @@ def main() -> None:
             for round_number in range(1, args.rounds + 1):
                 fill(args.sessions, user_pks)
                 client.flushall()
-                source = source_for(DB_ENGINE)
                 redis_cpu = redis_cpu_seconds(client)
                 own_cpu, workers_cpu = cpu_seconds()
                 started = time.perf_counter()
-                progress = import_all(source, batch_size=args.batch_size, processes=processes)
+                output = io.StringIO()
+                call_command(
+                    "session_ng_import",
+                    "--from",
+                    DB_ENGINE,
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--processes",
+                    str(processes),
+                    stdout=output,
+                )
                 elapsed = time.perf_counter() - started
                 own_after, workers_after = cpu_seconds()
                 own_cpu, workers_cpu = own_after - own_cpu, workers_after - workers_cpu
                 redis_cpu = redis_cpu_seconds(client) - redis_cpu
-                assert progress.imported == args.sessions, progress
+                summary = output.getvalue().splitlines()[-1]
+                imported = re.match(r"([\d,]+) imported, 0 already in Redis, 0 expired", summary)
+                assert imported, summary
+                assert int(imported[1].replace(",", "")) == args.sessions, summary
                 assert Session.objects.count() == 0
                 hashes = sum(
                     1 for _ in client.scan_iter(match="session_ng:sessions:{*}", count=5000)

@@ -104,8 +104,10 @@ def _command_options(step: Command) -> dict[str, Any]:
 class Batch:
     """Several calls in one round trip (a pipeline, not a transaction).
 
-    Only for calls that are safe to repeat: a batch whose scripts were missing
-    is sent again with the scripts' source.
+    A call whose script was missing (and so did nothing) is sent again with
+    the script's source, in a second round trip; the others are not repeated.
+    A script can appear on the server halfway through a batch (another client
+    loaded it), so resending the whole batch would run its later calls twice.
     """
 
     calls: Sequence[Eval | Command]
@@ -187,15 +189,17 @@ def _run_sync(client: Any, step: Step) -> Any:
             return client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
         return client.execute_command(*step.args, **_command_options(step))
-    with_source = False
-    while True:
+    pipe = client.pipeline(transaction=False)
+    for call in step.calls:
+        _queue(pipe, call)
+    replies = pipe.execute(raise_on_error=False)
+    missing = _missing_scripts(replies)
+    if missing:
         pipe = client.pipeline(transaction=False)
-        for call in step.calls:
-            _queue(pipe, call, with_source)
-        replies = pipe.execute(raise_on_error=False)
-        if with_source or not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-            return _replies(step, replies)
-        with_source = True
+        for i in missing:
+            _queue(pipe, step.calls[i], with_source=True)
+        _fill_in(replies, missing, pipe.execute(raise_on_error=False))
+    return _replies(step, replies)
 
 
 async def _run_async(client: Any, step: Step) -> Any:
@@ -206,15 +210,28 @@ async def _run_async(client: Any, step: Step) -> Any:
             return await client.eval(step.script.source, len(step.keys), *step.keys, *step.args)
     if isinstance(step, Command):
         return await client.execute_command(*step.args, **_command_options(step))
-    with_source = False
-    while True:
+    pipe = client.pipeline(transaction=False)
+    for call in step.calls:
+        _queue(pipe, call)
+    replies = await pipe.execute(raise_on_error=False)
+    missing = _missing_scripts(replies)
+    if missing:
         pipe = client.pipeline(transaction=False)
-        for call in step.calls:
-            _queue(pipe, call, with_source)
-        replies = await pipe.execute(raise_on_error=False)
-        if with_source or not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
-            return _replies(step, replies)
-        with_source = True
+        for i in missing:
+            _queue(pipe, step.calls[i], with_source=True)
+        _fill_in(replies, missing, await pipe.execute(raise_on_error=False))
+    return _replies(step, replies)
+
+
+def _missing_scripts(replies: list[Any]) -> list[int]:
+    """Which calls of a batch found their script missing (and did nothing)."""
+    missing = redis.exceptions.NoScriptError
+    return [i for i, reply in enumerate(replies) if isinstance(reply, missing)]
+
+
+def _fill_in(replies: list[Any], missing: list[int], resent: list[Any]) -> None:
+    for i, reply in zip(missing, resent, strict=True):
+        replies[i] = reply
 
 
 def _replies(step: Batch, replies: list[Any]) -> list[Any]:
