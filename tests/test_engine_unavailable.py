@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import warnings
 
 import pytest
+import redis.exceptions
 from django.test import Client
+from redis.cluster import RedisCluster
 
 from harness.redis_server import RedisServer, free_port
 from session_ng import keys
@@ -13,6 +17,7 @@ from session_ng.backends.redis import SessionStore
 from session_ng.exceptions import SessionStoreUnavailable
 from session_ng.middleware import UNAVAILABLE_MESSAGE
 from session_ng.store import client as store_client
+from session_ng.store import driver
 
 
 @pytest.fixture
@@ -189,3 +194,42 @@ def test_a_redis_that_refuses_writes_is_unavailable_too(redis_server, setup, ren
             admin.config_set(name, value)
         admin.close()
     assert SessionStore(s.session_key).load() == {"a": 1}  # nothing was lost
+
+
+def test_a_cluster_no_node_of_which_answers_is_an_outage() -> None:
+    with pytest.raises(redis.exceptions.RedisClusterException) as raised:
+        RedisCluster(host="127.0.0.1", port=free_port(), socket_timeout=0.5)
+    assert driver.is_outage(raised.value)
+
+
+def test_a_cluster_client_on_a_server_without_cluster_mode_is_a_mistake_not_an_outage(
+    redis_server: RedisServer,
+) -> None:
+    # redis-py says "cannot be connected" here too; the node's own answer
+    # (raised as the cause) tells a misconfiguration from a server that is
+    # down, which would be retried for ever and answered 503.
+    with pytest.raises(redis.exceptions.RedisClusterException) as raised:
+        RedisCluster.from_url(redis_server.url)
+    text, outage = str(raised.value), driver.is_outage(raised.value)
+    # redis-py's failed constructor leaves its connection to the node for
+    # the garbage collector (held by the traceback): collect it here.
+    del raised
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+    assert "Cluster mode is not enabled" in text
+    assert not outage
+
+
+@pytest.mark.parametrize(
+    ("reply", "outage"),
+    [
+        ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable", True),
+        ("BUSY Redis is busy running a script. You can only call SCRIPT KILL", True),
+        ("NOREPLICAS Not enough good replicas to write.", True),
+        ("BUSYKEY Target key name already exists.", False),
+        ("ERR unknown command 'FOO'", False),
+    ],
+)
+def test_replies_are_told_apart_by_their_error_code(reply: str, outage: bool) -> None:
+    assert driver.is_outage(redis.exceptions.ResponseError(reply)) is outage

@@ -48,7 +48,7 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 # Replies that redis-py gives no class of their own and that also mean "not
 # now": writes stopped after a failed snapshot, a script or module busy, too
 # few replicas for min-replicas-to-write.
-UNAVAILABLE_REPLIES = ("MISCONF ", "BUSY ", "NOREPLICAS ")
+UNAVAILABLE_CODES = frozenset({"MISCONF", "BUSY", "NOREPLICAS"})
 try:  # Sentinel's own "no primary" error lives in the sentinel module.
     from redis.sentinel import MasterNotFoundError
 
@@ -129,19 +129,28 @@ def cluster_unreachable(exc: redis.exceptions.RedisClusterException) -> bool:
 
     redis-py raises the bare RedisClusterException both when no startup node
     answers and for misuse (keys of several slots in one command); only the
-    first, and slots no node serves (mid-failover), are an outage.
+    first, and slots no node serves (mid-failover), are an outage. The first
+    is raised from the last startup node's own error, which says which it is.
+    Only a layout read that left slots uncovered says so in its text alone.
     """
     if isinstance(exc, redis.exceptions.SlotNotCoveredError):
         return True
-    text = str(exc)
-    return "cannot be connected" in text or "slots are not covered" in text
+    if exc.__cause__ is not None:
+        return is_outage(exc.__cause__)
+    return str(exc).startswith("All slots are not covered")
+
+
+def error_code(exc: redis.exceptions.ResponseError) -> str:
+    """The error code Redis put first in its reply ("MISCONF", "BUSY" ...):
+    part of the protocol, unlike the message after it."""
+    return str(exc).split(" ", 1)[0]
 
 
 def is_outage(exc: BaseException) -> bool:
     """Whether ``exc`` means Redis is unavailable (as opposed to a bug)."""
     if isinstance(exc, UNAVAILABLE_ERRORS):
         return True
-    if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith(UNAVAILABLE_REPLIES):
+    if isinstance(exc, redis.exceptions.ResponseError) and error_code(exc) in UNAVAILABLE_CODES:
         return True
     return isinstance(exc, redis.exceptions.RedisClusterException) and cluster_unreachable(exc)
 
