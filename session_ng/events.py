@@ -132,6 +132,36 @@ def _reads(
             break
 
 
+def _delivery(
+    consumer: str, redeliver_after: float | None, limit: int | None
+) -> Generator[driver.Operation[Any] | expiry.StreamEnd, Any, int]:
+    """One delivery, as the steps the sync and the async loop take: it yields
+    an operation to run (and receives its result) or an end whose signal to
+    send (and receives None once its receivers ran); returns how many were
+    sent. Each end is acknowledged in the round trip that checks the next is
+    still ours, so only after its receivers ran."""
+    ns = conf.snapshot().namespace
+    sent = 0
+    reads = _reads(redeliver_after, limit)
+    try:
+        reclaim, cursor = next(reads)
+        while True:
+            taken = yield expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor)
+            done: str | None = None
+            for end in taken.ends:
+                # Acknowledge the last one sent; send this one if still ours.
+                mine = yield expiry.turn(ns, consumer, done, end.entry_id)
+                done = None
+                if mine:
+                    yield end
+                    done, sent = end.entry_id, sent + 1
+            if done is not None:
+                yield expiry.turn(ns, consumer, done, None)
+            reclaim, cursor = reads.send(taken)
+    except StopIteration:
+        return sent
+
+
 def deliver_ends(
     consumer: str, redeliver_after: float | None = None, limit: int | None = None
 ) -> int:
@@ -140,62 +170,43 @@ def deliver_ends(
     were sent. With ``redeliver_after``, entries other consumers left
     unacknowledged for that many seconds are taken over first. Stops after
     about ``limit`` entries (None: when none is left)."""
-    ns = conf.snapshot().namespace
     serializer = _serializer()
-    sent = 0
-    reads = _reads(redeliver_after, limit)
+    delivery = _delivery(consumer, redeliver_after, limit)
+    reply: Any = None
     try:
-        reclaim, cursor = next(reads)
         while True:
-            taken = driver.run(expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor))
-            done: str | None = None
-            for end in taken.ends:
-                # Acknowledge the last one sent; send this one if still ours.
-                mine = driver.run(expiry.turn(ns, consumer, done, end.entry_id))
-                done = None
-                if mine:
-                    event = _event(end, serializer)
-                    results = _signal(end.kind).send_robust(sender=Worker, **event)
-                    _log_outcome(end.kind, event, results)
-                    done, sent = end.entry_id, sent + 1
-            if done is not None:
-                driver.run(expiry.turn(ns, consumer, done, None))
-            reclaim, cursor = reads.send(taken)
-    except StopIteration:
+            step = delivery.send(reply)
+            if isinstance(step, expiry.StreamEnd):
+                event = _event(step, serializer)
+                results = _signal(step.kind).send_robust(sender=Worker, **event)
+                _log_outcome(step.kind, event, results)
+                reply = None
+            else:
+                reply = driver.run(step)
+    except StopIteration as stop:
+        sent: int = stop.value
         return sent
 
 
 async def adeliver_ends(
     consumer: str, redeliver_after: float | None = None, limit: int | None = None
 ) -> int:
-    ns = conf.snapshot().namespace
     serializer = _serializer()
-    sent = 0
-    reads = _reads(redeliver_after, limit)
+    delivery = _delivery(consumer, redeliver_after, limit)
+    reply: Any = None
     try:
-        reclaim, cursor = next(reads)
         while True:
-            taken = await driver.arun(
-                expiry.take_ends(ns, consumer, DELIVER_BATCH, reclaim, cursor)
-            )
-            done: str | None = None
-            for end in taken.ends:
-                mine = await driver.arun(expiry.turn(ns, consumer, done, end.entry_id))
-                done = None
-                if mine:
-                    event = _event(end, serializer)
-                    results = await _signal(end.kind).asend_robust(sender=Worker, **event)
-                    _log_outcome(end.kind, event, results)
-                    done, sent = end.entry_id, sent + 1
-            if done is not None:
-                await driver.arun(expiry.turn(ns, consumer, done, None))
-            reclaim, cursor = reads.send(taken)
-    except StopIteration:
+            step = delivery.send(reply)
+            if isinstance(step, expiry.StreamEnd):
+                event = _event(step, serializer)
+                results = await _signal(step.kind).asend_robust(sender=Worker, **event)
+                _log_outcome(step.kind, event, results)
+                reply = None
+            else:
+                reply = await driver.arun(step)
+    except StopIteration as stop:
+        sent: int = stop.value
         return sent
-
-
-def _ended(report: expiry.SweepReport) -> list[str]:
-    return [e.session_key for e in report.expired] + report.vanished
 
 
 def _log_sweep(report: expiry.SweepReport, published: int) -> None:
