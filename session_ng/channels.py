@@ -51,7 +51,6 @@ from session_ng.resolvers import Resolution
 from session_ng.socket_groups import group_name
 from session_ng.store import driver
 from session_ng.store import sessions as store_sessions
-from session_ng.store.records import now_ms
 from session_ng.users import user_pk
 
 Scope = dict[str, Any]
@@ -505,12 +504,7 @@ class SessionRefreshMixin:
             return None  # closed because the session ended: not handled
         key = self._session_ng_due()
         if key is not None:
-            snap = conf.snapshot()
-            alive = driver.run(
-                store_sessions.touch(
-                    snap.namespace, key, now_ms(), snap.renewal_period_ms, force=True
-                )
-            )
+            alive = driver.run(store_sessions.touch_now([key], force=True))[0]
             if not alive:
                 return self._session_ng_close()
             stale = self._session_ng_stale_group()

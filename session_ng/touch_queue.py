@@ -20,9 +20,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 
-from session_ng.conf import conf
 from session_ng.store import driver, sessions
-from session_ng.store.records import now_ms
 
 
 class TouchQueue:
@@ -74,12 +72,7 @@ class TouchQueue:
         batch, self.waiting = self.waiting, {}
         session_keys = list(batch)
         try:
-            snap = conf.snapshot()
-            alive = await driver.arun(
-                sessions.touch_many(
-                    snap.namespace, session_keys, now_ms(), snap.renewal_period_ms, force=True
-                )
-            )
+            alive = await driver.arun(sessions.touch_now(session_keys, force=True))
         except asyncio.CancelledError:
             # The sender's task was cancelled (its socket went away): the
             # others still need their answers; the drain task sends them.

@@ -681,11 +681,8 @@ class SessionStore(SessionBase):
         assert self.session_key is not None
         if self._renew is False:
             # Code that only looks (api.get_session) does not keep it alive.
-            return store_sessions.exists(conf.snapshot().namespace, self.session_key)
-        snap = conf.snapshot()
-        return store_sessions.touch(
-            snap.namespace, self.session_key, now_ms(), snap.renewal_period_ms
-        )
+            return (yield from store_sessions.exists(conf.snapshot().namespace, self.session_key))
+        return (yield from store_sessions.touch_now([self.session_key]))[0]
 
     def _confirm(self, alive: bool) -> None:
         if not alive:

@@ -11,6 +11,7 @@ from typing import Any
 import redis.exceptions
 
 from session_ng import keys
+from session_ng.conf import conf
 from session_ng.store.driver import (
     DELETE,
     INDEX_ADD,
@@ -46,6 +47,7 @@ from session_ng.store.records import (
     ends_at,
     log_corrupt,
     member_keys,
+    now_ms,
     parse_record,
     renewal_due,
     renewal_period_ms,
@@ -143,6 +145,15 @@ def touch(
     is due (or with ``force``, whenever it is alive); False if it ended (or
     its keys are corrupt: it is treated as absent, as a load would)."""
     return (yield from touch_many(ns, [session_key], now, period_ms, force))[0]
+
+
+def touch_now(session_keys: Sequence[str], force: bool = False) -> Operation[list[bool]]:
+    """``touch_many`` now, under the current settings (namespace, renewal
+    period): the one place a renewal's call is built, for a load that finds
+    one due, a save that confirms its session, and websocket refreshes."""
+    snap = conf.snapshot()
+    period = snap.renewal_period_ms
+    return (yield from touch_many(snap.namespace, session_keys, now_ms(), period, force))
 
 
 def _touch_call(
